@@ -9,9 +9,9 @@ namespace drafteu::io {
 
 enum class DType { F32, F16, BF16, F64, I8, U8, I16, I32, I64, BOOL };
 
-std::string_view dtype_name(DType t);            // safetensors spelling: "F32", "BF16", ...
+std::string_view dtype_name(DType t);                 // safetensors spelling: "F32", "BF16", ...
 bool parse_dtype(std::string_view name, DType* out);  // false for an unknown name
-size_t dtype_size(DType t);                          // bytes per element
+size_t dtype_size(DType t);                           // bytes per element
 
 // Converts n little-endian elements of `src` (F32, F16, BF16 or F64) to float32.
 // Throws drafteu::Error for other dtypes.

@@ -29,12 +29,13 @@ class SafetensorsFile {
   explicit SafetensorsFile(const std::filesystem::path& path);
   const std::filesystem::path& path() const { return map_.path(); }
   const std::vector<TensorView>& tensors() const { return tensors_; }  // in file (offset) order
-  const TensorView* find(std::string_view name) const;                // nullptr when absent
+  const TensorView* find(std::string_view name) const;                 // nullptr when absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
  private:
   MappedFile map_;
   std::vector<TensorView> tensors_;
+  std::map<std::string, size_t, std::less<>> by_name_;  // index into tensors_
   std::map<std::string, std::string> metadata_;
 };
 
@@ -63,13 +64,16 @@ struct TensorToWrite {
   size_t nbytes = 0;
 };
 
-// Writes one file atomically (temp + rename); tensors are laid out in the given order, each
-// aligned to 8 bytes (header padded with spaces as the reference implementation does).
+// Writes one file atomically, streaming (temp + fsync + rename). The header is padded with spaces
+// to a multiple of 8 and tensors are packed without holes (readers reject holes), ordered by
+// element size, largest first (stable), so each tensor is aligned to its element size.
+// Throws drafteu::Error on duplicate/empty names or nbytes != numel * dtype_size.
 void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 // Writes model.safetensors, or model-0000i-of-0000n.safetensors shards plus
-// model.safetensors.index.json when the total exceeds max_shard_bytes.
+// model.safetensors.index.json when the total exceeds max_shard_bytes (creates `dir`; removes a
+// stale index.json when writing a single file, since readers prefer the index).
 void write_safetensors_checkpoint(const std::filesystem::path& dir,
                                   const std::vector<TensorToWrite>& tensors,
                                   size_t max_shard_bytes = size_t{5} << 30,

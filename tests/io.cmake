@@ -1,0 +1,1 @@
+drafteu_test(test_io DEPS drafteu_io)
