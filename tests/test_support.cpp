@@ -15,10 +15,13 @@ static std::string env_or(const char* name, const std::string& fallback) {
   return v && *v ? std::string(v) : fallback;
 }
 
-fs::path shared_dir() { return env_or("DRAFTEU_SHARED", "../shared"); }
+fs::path shared_dir() {
+  return env_or("DRAFTEU_SHARED", "../shared");
+}
 
 fs::path require_file(const fs::path& path) {
-  if (!fs::exists(path)) throw std::runtime_error("required test file is missing: " + path.string());
+  if (!fs::exists(path))
+    throw std::runtime_error("required test file is missing: " + path.string());
   return path;
 }
 
@@ -31,13 +34,16 @@ fs::path llama3_tokenizer_json() {
 }
 
 fs::path scratch_dir(const std::string& name) {
-  fs::path dir = fs::path(env_or("DRAFTEU_SCRATCH", fs::temp_directory_path() / "drafteu-tests")) / name;
+  fs::path dir =
+      fs::path(env_or("DRAFTEU_SCRATCH", fs::temp_directory_path() / "drafteu-tests")) / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
 }
 
-std::string drafteu_bin() { return env_or("DRAFTEU_BIN", "drafteu"); }
+std::string drafteu_bin() {
+  return env_or("DRAFTEU_BIN", "drafteu");
+}
 
 static std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

@@ -16,7 +16,9 @@ std::filesystem::path scratch_dir(const std::string& name);
 
 // The built CLI and Debian's python3 that can import torch (the independent reference).
 std::string drafteu_bin();
-inline const char* reference_python() { return "/usr/bin/python3"; }
+inline const char* reference_python() {
+  return "/usr/bin/python3";
+}
 
 struct CommandResult {
   int exit_code = -1;

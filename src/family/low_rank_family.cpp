@@ -1,0 +1,108 @@
+#include "family/low_rank_family.h"
+
+#include <algorithm>
+#include <set>
+
+#include "util/error.h"
+
+namespace drafteu {
+
+namespace {
+
+// "model.layers.3.mlp.up_proj" -> 3; lm_head -> num_layers (after every layer).
+int64_t layer_of(const std::string& module, int64_t num_layers) {
+  static const std::string prefix = "model.layers.";
+  if (module.rfind(prefix, 0) != 0) return module == "lm_head" ? num_layers : 0;
+  return std::stoll(module.substr(prefix.size()));
+}
+
+// Tiles a batch member-major. A batch of one is expanded as a view: no copy of masks or tables.
+torch::Tensor tile(const torch::Tensor& t, int64_t k) {
+  if (t.size(0) == 1) {
+    auto shape = t.sizes().vec();
+    shape[0] = k;
+    return t.expand(shape);
+  }
+  std::vector<int64_t> reps(static_cast<size_t>(t.dim()), 1);
+  reps[0] = k;
+  return t.repeat(reps);
+}
+
+}  // namespace
+
+LowRankFamily::LowRankFamily(LlamaForCausalLM base, std::vector<MemberDeltas> members)
+    : base_(std::move(base)), members_(std::move(members)) {
+  if (members_.empty()) fail("LowRankFamily: needs at least one member");
+  const auto& cfg = base_->config();
+  const auto names = base_->linear_names();
+  const std::set<std::string> known(names.begin(), names.end());
+  std::set<std::string> modules;
+  for (const auto& m : members_) {
+    for (const auto& [name, _] : m) {
+      if (!known.count(name)) fail("LowRankFamily: member perturbs unknown module '", name, "'");
+      modules.insert(name);
+    }
+  }
+  expand_layer_ = cfg.num_hidden_layers;
+  for (const auto& name : modules) {
+    auto& lin = base_->linear(name);
+    std::vector<const LowRankTerm*> terms;
+    for (const auto& m : members_) {
+      auto it = m.find(name);
+      terms.push_back(it == m.end() ? nullptr : &it->second);
+    }
+    auto d = std::make_shared<StackedDelta>(terms, lin.in_features(), lin.out_features(),
+                                            lin.weight.options().requires_grad(false));
+    per_token_ = per_token_ || d->per_token();
+    stacked_.emplace_back(name, std::move(d));
+    expand_layer_ = std::min(expand_layer_, layer_of(name, cfg.num_hidden_layers));
+  }
+}
+
+FamilyCache LowRankFamily::new_cache(int64_t capacity) const {
+  std::vector<KVCache> caches;
+  caches.push_back(base_->new_cache(capacity));
+  return FamilyCache(std::move(caches));
+}
+
+torch::Tensor LowRankFamily::forward(const torch::Tensor& ids, FamilyCache* cache,
+                                     const torch::Tensor& attention_mask, bool last_only) {
+  if (cache && cache->size() != 1) fail("LowRankFamily: cache was not made by this family");
+  KVCache* kv = cache ? &cache->at(0) : nullptr;
+  const int64_t k = size(), num_layers = base_->config().num_hidden_layers;
+  if (per_token_) {
+    auto positions = token_positions(ids, kv, attention_mask);
+    for (auto& [_, d] : stacked_) d->set_positions(positions);
+  }
+  std::vector<std::pair<std::string, std::shared_ptr<LinearDelta>>> deltas(stacked_.begin(),
+                                                                          stacked_.end());
+  AttachedDeltas attached(*base_, std::move(deltas));
+
+  torch::Tensor new_mask;
+  auto in = base_->prepare(ids, kv, attention_mask, &new_mask);
+  auto x = base_->embed(ids);
+  for (int64_t i = 0; i <= num_layers; ++i) {
+    if (i == expand_layer_) {
+      x = x.repeat({k, 1, 1});
+      in.cos = tile(in.cos, k);
+      in.sin = tile(in.sin, k);
+      in.mask = tile(in.mask, k);
+    }
+    if (i < num_layers) x = base_->run_layer(i, x, in);
+  }
+  if (kv) kv->commit(new_mask);
+  if (last_only) x = x.narrow(1, x.size(1) - 1, 1);
+  auto logits = base_->logits(x);  // [K·B, T, V]
+  return logits.view({k, ids.size(0), logits.size(1), logits.size(2)});
+}
+
+torch::Tensor LowRankFamily::forward_member(int64_t k, const torch::Tensor& ids, KVCache* cache,
+                                            const torch::Tensor& attention_mask, bool last_only) {
+  const auto& m = members_.at(static_cast<size_t>(k));
+  torch::Tensor positions;
+  if (per_token_) positions = token_positions(ids, cache, attention_mask);
+  auto attached = attach_member(*base_, m, positions);
+  return base_->forward(ids, cache, attention_mask, last_only);
+}
+
+}  // namespace drafteu

@@ -1,0 +1,36 @@
+// All K members' low-rank terms on one linear module, applied to a member-major batch
+// x [K·B, T, in] (row k·B + b is member k) with two batched matmuls: (x_k A_kᵀ)(s_k B_k)ᵀ.
+// The base weight stays shared: LinearImpl multiplies all K·B rows by it once.
+#pragma once
+#include <torch/torch.h>
+
+#include <optional>
+#include <vector>
+
+#include "family/low_rank.h"
+#include "model/linear.h"
+
+namespace drafteu {
+
+class StackedDelta : public LinearDelta {
+ public:
+  // terms[k]: member k's term, or null when member k leaves this module unperturbed. Ranks may
+  // differ (padded with zeros). Terms must be all fixed or all per-token.
+  StackedDelta(const std::vector<const LowRankTerm*>& terms, int64_t in_features,
+               int64_t out_features, const torch::TensorOptions& options);
+  torch::Tensor forward(const torch::Tensor& x) const override;
+
+  bool per_token() const { return per_token_; }
+  // Per-token terms: draws every member's A for the next call's positions [B, T].
+  void set_positions(const torch::Tensor& positions);
+
+ private:
+  int64_t members_;
+  bool per_token_ = false;
+  torch::Tensor a_t_;  // [K, in, r], fixed terms
+  torch::Tensor b_t_;  // [K, r, out], scale folded in
+  std::vector<std::optional<TokenRedraw>> redraw_;
+  torch::Tensor token_a_;  // [K, B, T, r, in] for the current call
+};
+
+}  // namespace drafteu

@@ -1,0 +1,233 @@
+#include "model/config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "model/io/gguf.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace drafteu {
+using nlohmann::json;
+
+void LlamaConfig::validate(const std::string& source) const {
+  auto positive = [&](int64_t v, const char* field) {
+    if (v <= 0) fail(source, ": field '", field, "' must be positive, got ", v);
+  };
+  positive(vocab_size, "vocab_size");
+  positive(hidden_size, "hidden_size");
+  positive(intermediate_size, "intermediate_size");
+  positive(num_hidden_layers, "num_hidden_layers");
+  positive(num_attention_heads, "num_attention_heads");
+  positive(num_key_value_heads, "num_key_value_heads");
+  positive(head_dim, "head_dim");
+  if (num_attention_heads % num_key_value_heads != 0)
+    fail(source, ": num_attention_heads (", num_attention_heads,
+         ") must be a multiple of num_key_value_heads (", num_key_value_heads, ")");
+  if (head_dim % 2 != 0) fail(source, ": head_dim must be even for RoPE, got ", head_dim);
+  if (!(rms_norm_eps > 0)) fail(source, ": field 'rms_norm_eps' must be positive");
+  if (!(rope_theta > 0)) fail(source, ": field 'rope_theta' must be positive");
+  if (rope_scaling) {
+    const auto& s = *rope_scaling;
+    if (!(s.factor > 0) || !(s.low_freq_factor > 0) || !(s.high_freq_factor > s.low_freq_factor) ||
+        s.original_max_position_embeddings <= 0)
+      fail(source, ": field 'rope_scaling' has inconsistent llama3 parameters");
+  }
+}
+
+int64_t LlamaConfig::num_parameters() const {
+  int64_t q = num_attention_heads * head_dim, kv = num_key_value_heads * head_dim;
+  int64_t attn = hidden_size * q * 2 + hidden_size * kv * 2;
+  int64_t mlp = 3 * hidden_size * intermediate_size;
+  int64_t layer = attn + mlp + 2 * hidden_size;
+  int64_t emb = vocab_size * hidden_size * (tie_word_embeddings ? 1 : 2);
+  return num_hidden_layers * layer + emb + hidden_size;
+}
+
+namespace {
+
+template <typename T>
+T required(const json& j, const char* key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) fail(source, ": missing field '", key, "'");
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail(source, ": field '", key, "' has the wrong type (", it->type_name(), ")");
+  }
+}
+
+template <typename T>
+T optional_field(const json& j, const char* key, T fallback, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  return required<T>(j, key, source);
+}
+
+std::vector<int64_t> id_list(const json& j, const char* key, const std::string& source) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  if (it->is_number_integer()) return {it->get<int64_t>()};
+  if (it->is_array()) {
+    std::vector<int64_t> out;
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) fail(source, ": field '", key, "' must hold integers");
+      out.push_back(v.get<int64_t>());
+    }
+    return out;
+  }
+  fail(source, ": field '", key, "' must be an integer or a list of integers");
+}
+
+}  // namespace
+
+LlamaConfig LlamaConfig::from_hf_json(const json& j, const std::string& source) {
+  if (!j.is_object()) fail(source, ": expected a JSON object");
+  if (j.contains("model_type")) {
+    auto type = required<std::string>(j, "model_type", source);
+    if (type != "llama")
+      fail(source, ": field 'model_type' is '", type, "', only 'llama' is supported");
+  }
+  LlamaConfig c;
+  c.vocab_size = required<int64_t>(j, "vocab_size", source);
+  c.hidden_size = required<int64_t>(j, "hidden_size", source);
+  c.intermediate_size = required<int64_t>(j, "intermediate_size", source);
+  c.num_hidden_layers = required<int64_t>(j, "num_hidden_layers", source);
+  c.num_attention_heads = required<int64_t>(j, "num_attention_heads", source);
+  c.num_key_value_heads =
+      optional_field<int64_t>(j, "num_key_value_heads", c.num_attention_heads, source);
+  c.head_dim = optional_field<int64_t>(
+      j, "head_dim", c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0, source);
+  c.max_position_embeddings = optional_field<int64_t>(j, "max_position_embeddings", 2048, source);
+  c.rms_norm_eps = optional_field<double>(j, "rms_norm_eps", 1e-6, source);
+  c.rope_theta = optional_field<double>(j, "rope_theta", 10000.0, source);
+  c.tie_word_embeddings = optional_field<bool>(j, "tie_word_embeddings", false, source);
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail(source, ": field 'rope_scaling' must be an object");
+    std::string type = it->contains("rope_type")
+                           ? required<std::string>(*it, "rope_type", source)
+                           : optional_field<std::string>(*it, "type", "", source);
+    if (type != "llama3")
+      fail(source, ": field 'rope_scaling.rope_type' is '", type, "', only 'llama3' is supported");
+    Llama3RopeScaling s;
+    s.factor = required<double>(*it, "factor", source);
+    s.low_freq_factor = required<double>(*it, "low_freq_factor", source);
+    s.high_freq_factor = required<double>(*it, "high_freq_factor", source);
+    s.original_max_position_embeddings =
+        required<int64_t>(*it, "original_max_position_embeddings", source);
+    c.rope_scaling = s;
+  }
+  auto bos = id_list(j, "bos_token_id", source);
+  if (!bos.empty()) c.bos_token_id = bos.front();
+  c.eos_token_ids = id_list(j, "eos_token_id", source);
+  c.validate(source);
+  return c;
+}
+
+LlamaConfig LlamaConfig::from_hf_file(const std::filesystem::path& config_json) {
+  json j;
+  try {
+    j = json::parse(read_text_file(config_json));
+  } catch (const json::parse_error& e) {
+    fail(config_json.string(), ": not valid JSON: ", e.what());
+  }
+  return from_hf_json(j, config_json.string());
+}
+
+json LlamaConfig::to_hf_json() const {
+  json j = {{"architectures", {"LlamaForCausalLM"}},
+            {"model_type", "llama"},
+            {"vocab_size", vocab_size},
+            {"hidden_size", hidden_size},
+            {"intermediate_size", intermediate_size},
+            {"num_hidden_layers", num_hidden_layers},
+            {"num_attention_heads", num_attention_heads},
+            {"num_key_value_heads", num_key_value_heads},
+            {"head_dim", head_dim},
+            {"max_position_embeddings", max_position_embeddings},
+            {"rms_norm_eps", rms_norm_eps},
+            {"rope_theta", rope_theta},
+            {"tie_word_embeddings", tie_word_embeddings},
+            {"hidden_act", "silu"},
+            {"attention_bias", false},
+            {"mlp_bias", false},
+            {"torch_dtype", "float32"}};
+  j["rope_scaling"] = nullptr;
+  if (rope_scaling)
+    j["rope_scaling"] = {
+        {"rope_type", "llama3"},
+        {"factor", rope_scaling->factor},
+        {"low_freq_factor", rope_scaling->low_freq_factor},
+        {"high_freq_factor", rope_scaling->high_freq_factor},
+        {"original_max_position_embeddings", rope_scaling->original_max_position_embeddings}};
+  if (bos_token_id) j["bos_token_id"] = *bos_token_id;
+  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids.front();
+  if (eos_token_ids.size() > 1) j["eos_token_id"] = eos_token_ids;
+  return j;
+}
+
+LlamaConfig LlamaConfig::from_gguf(const io::GgufFile& g) {
+  const std::string src = g.path().string();
+  std::string arch = g.get_string("general.architecture");
+  if (arch != "llama")
+    fail(src, ": general.architecture is '", arch, "', only 'llama' is supported");
+  LlamaConfig c;
+  c.hidden_size = g.get_int("llama.embedding_length");
+  c.intermediate_size = g.get_int("llama.feed_forward_length");
+  c.num_hidden_layers = g.get_int("llama.block_count");
+  c.num_attention_heads = g.get_int("llama.attention.head_count");
+  c.num_key_value_heads =
+      g.find_int("llama.attention.head_count_kv").value_or(c.num_attention_heads);
+  c.head_dim = g.find_int("llama.attention.key_length")
+                   .value_or(c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0);
+  c.max_position_embeddings = g.find_int("llama.context_length").value_or(2048);
+  c.rms_norm_eps = g.find_float("llama.attention.layer_norm_rms_epsilon").value_or(1e-5);
+  c.rope_theta = g.find_float("llama.rope.freq_base").value_or(10000.0);
+  if (auto v = g.find_int("llama.vocab_size")) {
+    c.vocab_size = *v;
+  } else if (g.has("tokenizer.ggml.tokens")) {
+    c.vocab_size = static_cast<int64_t>(g.get_string_array("tokenizer.ggml.tokens").size());
+  }
+  if (const auto* emb = g.find_tensor("token_embd.weight"); emb && c.vocab_size == 0)
+    c.vocab_size = emb->shape.at(0);
+  c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
+  if (auto v = g.find_int("tokenizer.ggml.bos_token_id")) c.bos_token_id = *v;
+  if (auto v = g.find_int("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {*v};
+  c.validate(src);
+  return c;
+}
+
+LlamaConfig LlamaConfig::preset(const std::string& name) {
+  LlamaConfig c;
+  c.rms_norm_eps = 1e-5;
+  if (name == "tiny") {  // random-init test model: GQA, untied, small vocab
+    c.vocab_size = 512, c.hidden_size = 64, c.intermediate_size = 172, c.num_hidden_layers = 2;
+    c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 16;
+    c.max_position_embeddings = 512;
+  } else if (name == "stories260k") {  // the shape of karpathy's stories260K
+    c.vocab_size = 512, c.hidden_size = 64, c.intermediate_size = 172, c.num_hidden_layers = 5;
+    c.num_attention_heads = 8, c.num_key_value_heads = 4, c.head_dim = 8;
+    c.max_position_embeddings = 512;
+  } else if (name == "stories15m") {  // the ~15M benchmark size (llama2.c stories15M shape)
+    c.vocab_size = 32000, c.hidden_size = 288, c.intermediate_size = 768, c.num_hidden_layers = 6;
+    c.num_attention_heads = 6, c.num_key_value_heads = 6, c.head_dim = 48;
+    c.max_position_embeddings = 256;
+  } else if (name == "d256") {  // mid-size CPU testbed shape
+    c.vocab_size = 2048, c.hidden_size = 256, c.intermediate_size = 688, c.num_hidden_layers = 4;
+    c.num_attention_heads = 8, c.num_key_value_heads = 4, c.head_dim = 32;
+    c.max_position_embeddings = 1024;
+  } else {
+    std::string known;
+    for (const auto& n : preset_names()) known += " " + n;
+    fail("unknown model preset '", name, "' (known:", known, ")");
+  }
+  c.bos_token_id = 1;
+  c.eos_token_ids = {2};
+  c.validate("preset " + name);
+  return c;
+}
+
+std::vector<std::string> LlamaConfig::preset_names() {
+  return {"tiny", "stories260k", "stories15m", "d256"};
+}
+
+}  // namespace drafteu

@@ -1,0 +1,50 @@
+// Keys and values of past positions, per layer, in preallocated buffers that grow by doubling.
+// Layers may hold different batch sizes (a family expands its batch at its first perturbed
+// layer), so each layer's buffer is sized by the first keys it receives.
+#pragma once
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace drafteu {
+
+class KVCache {
+ public:
+  KVCache(int64_t num_layers, int64_t initial_capacity = 256);
+
+  int64_t length() const { return length_; }  // positions stored (the same in every layer)
+
+  // Writes k, v [N, Hkv, T, hd] at [length, length + T) of `layer` and returns views of all
+  // positions so far, [N, Hkv, length + T, hd]. commit() advances length once all layers wrote.
+  std::pair<torch::Tensor, torch::Tensor> append(int64_t layer, const torch::Tensor& k,
+                                                 const torch::Tensor& v);
+  // new_key_mask: [B, T], true for real tokens.
+  void commit(const torch::Tensor& new_key_mask);
+
+  // Forgets positions from new_length on (speculative decoding rolls rejected drafts back).
+  void truncate(int64_t new_length);
+  void clear() { truncate(0); }
+
+  // Key mask of the stored positions, [B, length] (true = a real token, false = padding), kept
+  // at the base batch size B.
+  const torch::Tensor& key_mask() const { return key_mask_; }
+
+  // Views of a layer's stored keys/values, [N, Hkv, length, hd] (for tests and inspection).
+  torch::Tensor keys(int64_t layer) const;
+  torch::Tensor values(int64_t layer) const;
+
+  // Keeps only the batch rows in `rows` (int64 indices) in every layer, e.g. to drop finished
+  // sequences; `rows` indexes the base batch and is tiled for expanded layers.
+  void select_rows(const torch::Tensor& rows);
+
+ private:
+  struct Layer {
+    torch::Tensor k, v;  // [N, Hkv, capacity, hd]
+  };
+  std::vector<Layer> layers_;
+  int64_t initial_capacity_;
+  int64_t length_ = 0;
+  torch::Tensor key_mask_;
+};
+
+}  // namespace drafteu

@@ -1,0 +1,1 @@
+drafteu_test(test_family DEPS drafteu_family)

@@ -1,0 +1,1 @@
+drafteu_test(test_model DEPS drafteu_model)

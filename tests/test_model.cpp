@@ -1,0 +1,278 @@
+// The Llama runtime against independent references: a PyTorch implementation of transformers'
+// conventions (tests/reference/hf_llama.py), the real pretrained stories260K, hand computations.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "model/checkpoint.h"
+#include "model/generate.h"
+#include "model/io/safetensors.h"
+#include "model/sampling.h"
+#include "test_support.h"
+#include "util/error.h"
+
+namespace drafteu {
+namespace {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+LoadedModel random_model(LlamaConfig c, uint64_t seed) {
+  torch::manual_seed(seed);
+  LoadedModel m;
+  m.model = LlamaForCausalLM(c);
+  torch::NoGradGuard ng;
+  for (auto& p : m.model->parameters()) {
+    if (p.dim() == 1)
+      p.uniform_(0.5, 1.5);  // norms: away from all-ones to catch mix-ups
+    else
+      p.normal_(0.0, 0.08);
+  }
+  m.model->eval();
+  return m;
+}
+
+// Runs the Python reference on `dir` for `seqs`; returns one [T, V] logits tensor per sequence.
+std::vector<torch::Tensor> reference_logits(const fs::path& dir,
+                                            const std::vector<std::vector<int64_t>>& seqs) {
+  fs::path ids = dir / "ids.json", out = dir / "ref";
+  std::ofstream(ids) << json{{"sequences", seqs}}.dump();
+  auto r = test::run_command(
+      std::string(test::reference_python()) + " " +
+      (fs::path(std::getenv("DRAFTEU_TESTS_DIR")) / "reference/hf_llama.py").string() + " " +
+      dir.string() + " " + ids.string() + " " + out.string());
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  auto shapes = json::parse(std::ifstream(out.string() + ".json"))["shapes"];
+  std::ifstream bin(out.string() + ".bin", std::ios::binary);
+  std::vector<torch::Tensor> result;
+  for (const auto& s : shapes) {
+    auto t = torch::empty({s[0].get<int64_t>(), s[1].get<int64_t>()}, torch::kFloat32);
+    bin.read(reinterpret_cast<char*>(t.data_ptr<float>()), t.numel() * 4);
+    result.push_back(t);
+  }
+  return result;
+}
+
+torch::Tensor ids_tensor(const std::vector<int64_t>& ids) {
+  return torch::tensor(ids, torch::kInt64).unsqueeze(0);
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
+}
+
+struct RefCase {
+  std::string name;
+  LlamaConfig config;
+};
+
+std::vector<RefCase> reference_cases() {
+  auto gqa = LlamaConfig::preset("tiny");  // GQA 4/2, untied
+  gqa.rope_theta = 500000.0;
+  gqa.rope_scaling =
+      Llama3RopeScaling{8.0, 1.0, 4.0, 32};  // small original length: every band used
+  auto tied = LlamaConfig::preset("tiny");
+  tied.num_key_value_heads = 4, tied.tie_word_embeddings = true;
+  auto head_dim = LlamaConfig::preset("tiny");  // head_dim given, != hidden / heads
+  head_dim.head_dim = 24, head_dim.num_key_value_heads = 1, head_dim.num_hidden_layers = 3;
+  return {{"gqa_llama3_rope", gqa}, {"tied_mha", tied}, {"explicit_head_dim", head_dim}};
+}
+
+TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
+  torch::NoGradGuard ng;
+  for (const auto& rc : reference_cases()) {
+    SCOPED_TRACE(rc.name);
+    fs::path dir = test::scratch_dir("ref_" + rc.name);
+    save_hf_model(random_model(rc.config, 7), dir);
+    std::vector<std::vector<int64_t>> seqs = {{1, 17, 300, 5, 42, 99, 511, 3, 250, 8, 77, 64},
+                                              {1, 400, 2, 33, 120}};
+    auto ref = reference_logits(dir, seqs);
+    ASSERT_EQ(ref.size(), 2u);
+    LoadedModel m = load_model(dir);
+
+    // Whole sequences at once.
+    for (size_t i = 0; i < seqs.size(); ++i)
+      EXPECT_LT(max_diff(m.model->forward(ids_tensor(seqs[i]))[0], ref[i]), 1e-4);
+
+    // KV cache: a prefill of 5, then one token at a time.
+    const auto& s = seqs[0];
+    auto cache = m.model->new_cache(4);  // small: exercises growth
+    std::vector<torch::Tensor> rows;
+    rows.push_back(m.model->forward(ids_tensor({s.begin(), s.begin() + 5}), &cache)[0]);
+    for (size_t t = 5; t < s.size(); ++t)
+      rows.push_back(m.model->forward(ids_tensor({s[t]}), &cache)[0]);
+    EXPECT_LT(max_diff(torch::cat(rows, 0), ref[0]), 1e-4);
+
+    // A batch of different lengths, left- and right-padded.
+    const int64_t T = static_cast<int64_t>(seqs[0].size()),
+                  t1 = static_cast<int64_t>(seqs[1].size());
+    for (bool left : {true, false}) {
+      auto ids = torch::zeros({2, T}, torch::kInt64);
+      auto mask = torch::zeros({2, T}, torch::kInt64);
+      ids[0] = torch::tensor(seqs[0]);
+      mask[0].fill_(1);
+      int64_t off = left ? T - t1 : 0;
+      ids[1].narrow(0, off, t1).copy_(torch::tensor(seqs[1]));
+      mask[1].narrow(0, off, t1).fill_(1);
+      auto out = m.model->forward(ids, nullptr, mask);
+      EXPECT_LT(max_diff(out[0], ref[0]), 1e-4);
+      EXPECT_LT(max_diff(out[1].narrow(0, off, t1), ref[1]), 1e-4) << (left ? "left" : "right");
+    }
+
+    // Left-padded batch decoding with a cache continues both rows correctly.
+    auto ids = torch::zeros({2, 3}, torch::kInt64);
+    ids[0] = torch::tensor(std::vector<int64_t>{seqs[0][0], seqs[0][1], seqs[0][2]});
+    ids[1].narrow(0, 1, 2).copy_(torch::tensor(std::vector<int64_t>{seqs[1][0], seqs[1][1]}));
+    auto mask = torch::ones({2, 3}, torch::kInt64);
+    mask[1][0] = 0;
+    auto bcache = m.model->new_cache();
+    m.model->forward(ids, &bcache, mask);
+    for (int step = 0; step < 2; ++step) {
+      auto next = torch::tensor({seqs[0][3 + step], seqs[1][2 + step]}, torch::kInt64).unsqueeze(1);
+      auto out = m.model->forward(next, &bcache);
+      EXPECT_LT(max_diff(out[0][0], ref[0][3 + step]), 1e-4);
+      EXPECT_LT(max_diff(out[1][0], ref[1][2 + step]), 1e-4);
+    }
+  }
+}
+
+TEST(ModelReference, KVCacheTruncateEqualsRecompute) {
+  torch::NoGradGuard ng;
+  auto m = random_model(LlamaConfig::preset("tiny"), 3);
+  std::vector<int64_t> a = {1, 5, 9, 13, 200, 17}, b = {300, 301};
+  auto cache = m.model->new_cache();
+  m.model->forward(ids_tensor(a), &cache);
+  m.model->forward(ids_tensor({7, 8, 9}), &cache);  // rejected continuation
+  cache.truncate(static_cast<int64_t>(a.size()));
+  auto out = m.model->forward(ids_tensor(b), &cache)[0];
+  std::vector<int64_t> ab = a;
+  ab.insert(ab.end(), b.begin(), b.end());
+  auto full = m.model->forward(ids_tensor(ab))[0].narrow(0, static_cast<int64_t>(a.size()), 2);
+  EXPECT_LT(max_diff(out, full), 1e-5);
+}
+
+TEST(ModelFormats, BadCheckpointsGiveClearErrors) {
+  auto m = random_model(LlamaConfig::preset("tiny"), 1);
+  fs::path dir = test::scratch_dir("bad_ckpt");
+  save_hf_model(m, dir);
+  // config.json disagreeing with the tensors.
+  auto cfg = json::parse(std::ifstream(dir / "config.json"));
+  cfg["intermediate_size"] = 100;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  try {
+    load_model(dir);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("mlp"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("shape"), std::string::npos) << msg;
+  }
+  // A missing tensor.
+  save_hf_model(m, dir);
+  {
+    io::SafetensorsFile f(dir / "model.safetensors");
+    std::vector<io::TensorToWrite> keep;
+    for (const auto& t : f.tensors())
+      if (t.name != "model.layers.1.mlp.up_proj.weight")
+        keep.push_back({t.name, t.dtype, t.shape, t.data, t.nbytes});
+    io::write_safetensors(dir / "model2.safetensors", keep);
+  }
+  fs::rename(dir / "model2.safetensors", dir / "model.safetensors");
+  try {
+    load_model(dir);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.1.mlp.up_proj.weight"), std::string::npos)
+        << e.what();
+  }
+  // Malformed config.json.
+  std::ofstream(dir / "config.json") << "{\"vocab_size\": 512,";
+  try {
+    load_model(dir);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(load_model(dir / "nope"), Error);
+}
+
+TEST(Sampling, WarpsMatchHandComputation) {
+  auto logits = torch::log(torch::tensor({0.5, 0.2, 0.15, 0.1, 0.05}, torch::kFloat32));
+  // top-k 2 keeps 0.5 and 0.2 -> 5/7, 2/7.
+  auto p = warped_log_probs(logits, {1.0, 2, 1.0}).exp();
+  EXPECT_NEAR(p[0].item<double>(), 5.0 / 7, 1e-6);
+  EXPECT_NEAR(p[1].item<double>(), 2.0 / 7, 1e-6);
+  EXPECT_EQ(p[2].item<double>(), 0.0);
+  // top-p 0.8 keeps the smallest prefix reaching 0.8: 0.5+0.2+0.15 = 0.85.
+  p = warped_log_probs(logits, {1.0, 0, 0.8}).exp();
+  EXPECT_NEAR(p[2].item<double>(), 0.15 / 0.85, 1e-6);
+  EXPECT_EQ(p[3].item<double>(), 0.0);
+  // temperature 0.5 squares the probabilities before renormalising.
+  p = warped_log_probs(logits, {0.5, 0, 1.0}).exp();
+  double z = 0.25 + 0.04 + 0.0225 + 0.01 + 0.0025;
+  EXPECT_NEAR(p[1].item<double>(), 0.04 / z, 1e-6);
+  // greedy: one-hot at the argmax.
+  p = warped_log_probs(logits, {0.0, 0, 1.0}).exp();
+  EXPECT_EQ(p[0].item<double>(), 1.0);
+}
+
+TEST(Sampling, SeededAndUnbiased) {
+  auto probs = torch::tensor({0.1, 0.6, 0.3}, torch::kFloat64);
+  Sampler a(42), b(42);
+  std::vector<int> counts(3);
+  for (int i = 0; i < 30000; ++i) {
+    int64_t x = a.sample(probs);
+    ASSERT_EQ(x, b.sample(probs));
+    counts[static_cast<size_t>(x)]++;
+  }
+  // Chi-square with 2 degrees of freedom; 13.8 is the 0.001 critical value.
+  double chi2 = 0;
+  for (int i = 0; i < 3; ++i) {
+    double e = 30000 * probs[i].item<double>();
+    chi2 += (counts[static_cast<size_t>(i)] - e) * (counts[static_cast<size_t>(i)] - e) / e;
+  }
+  EXPECT_LT(chi2, 13.8);
+}
+
+// The real pretrained model: a children's story from BOS, and GGUF == converted HF directory.
+TEST(Stories260K, GreedyStoryAndConversionsAgree) {
+  torch::NoGradGuard ng;
+  LoadedModel g = load_model(test::stories260k_gguf());
+  ASSERT_TRUE(g.tokenizer);
+  EXPECT_EQ(g.config().num_hidden_layers, 5);
+  EXPECT_EQ(g.config().num_key_value_heads, 4);
+  GenerateOptions go;
+  go.sampling.temperature = 0;
+  go.max_new_tokens = 60;
+  std::vector<int64_t> bos = {*g.generation.bos_token_id};
+  auto toks = generate(*g.model, bos, go);
+  std::vector<int32_t> ids;
+  for (const auto& t : toks) ids.push_back(static_cast<int32_t>(t.id));
+  std::string text = g.tokenizer->decode(ids);
+  EXPECT_EQ(text.rfind("Once upon a time", 0), 0u) << text;
+
+  fs::path dir = test::scratch_dir("stories_hf");
+  save_hf_model(g, dir);
+  LoadedModel h = load_model(dir);
+  std::vector<int64_t> seq = bos;
+  for (auto id : ids) seq.push_back(id);
+  auto lg = g.model->forward(ids_tensor(seq))[0];
+  EXPECT_LT(max_diff(lg, h.model->forward(ids_tensor(seq))[0]), 1e-5);
+  auto toks_h = generate(*h.model, bos, go);
+  ASSERT_EQ(toks_h.size(), toks.size());
+  for (size_t i = 0; i < toks.size(); ++i) EXPECT_EQ(toks_h[i].id, toks[i].id);
+
+  // The PyTorch reference agrees on the real weights (this checks the GGUF row un-permutation).
+  auto ref = reference_logits(dir, {seq});
+  EXPECT_LT(max_diff(lg, ref[0]), 1e-4);
+
+  // HF -> GGUF -> load: the same logits again.
+  fs::path gguf = dir / "roundtrip.gguf";
+  save_gguf_model(h, gguf);
+  LoadedModel g2 = load_model(gguf);
+  EXPECT_LT(max_diff(lg, g2.model->forward(ids_tensor(seq))[0]), 1e-6);
+}
+
+}  // namespace
+}  // namespace drafteu

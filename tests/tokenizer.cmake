@@ -1,0 +1,1 @@
+drafteu_test(test_tokenizer DEPS drafteu_tokenizer drafteu_io FIXTURES llama3_tokenizer)

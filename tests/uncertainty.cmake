@@ -1,0 +1,1 @@
+drafteu_test(test_uncertainty DEPS drafteu_uncertainty)
