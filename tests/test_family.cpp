@@ -69,7 +69,8 @@ void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {
     ADD_FAILURE() << "no drafteu::Error thrown (expected one mentioning " << *parts.begin() << ")";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
   }
 }
 
@@ -81,7 +82,8 @@ std::string run_python(const fs::path& dir, const std::string& name, const std::
                        const std::string& args) {
   const fs::path file = dir / (name + ".py");
   write_text(file, script);
-  auto r = test::run_command(std::string(test::reference_python()) + " '" + file.string() + "' " + args);
+  auto r =
+      test::run_command(std::string(test::reference_python()) + " '" + file.string() + "' " + args);
   EXPECT_EQ(r.exit_code, 0) << "python failed:\n" << r.err;
   return r.out;
 }
@@ -124,14 +126,16 @@ TEST(Lora, FreshAdapterLeavesModelUnchanged) {
   auto ids = padded_batch().ids;
   auto ref = model->forward(ids);
   LoraConfig cfg;
-  cfg.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  cfg.target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                        "gate_proj", "up_proj", "down_proj"};
   LoraAdapter lora(*model, cfg);
   EXPECT_EQ(lora->module_names().size(), 14u);
   for (const auto& [name, layer] : lora->layers()) {
     EXPECT_EQ(layer->lora_B.abs().sum().item<double>(), 0.0);
     EXPECT_GT(layer->lora_A.abs().sum().item<double>(), 0.0);
     // kaiming_uniform(a = sqrt 5): U(-1/sqrt(in), 1/sqrt(in))
-    EXPECT_LE(layer->lora_A.abs().max().item<double>(), 1.0 / std::sqrt(double(layer->lora_A.size(1))) + 1e-7);
+    EXPECT_LE(layer->lora_A.abs().max().item<double>(),
+              1.0 / std::sqrt(double(layer->lora_A.size(1))) + 1e-7);
   }
   lora->attach(*model);
   EXPECT_TRUE(torch::equal(model->forward(ids), ref));
@@ -173,7 +177,8 @@ TEST(Lora, TrainsAndDropoutOnlyInTraining) {
   lora->train();
   torch::optim::SGD opt(lora->parameters(), 0.1);
   auto logits = model->forward(ids);
-  auto loss = torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), ids.view({-1}));
+  auto loss =
+      torch::nn::functional::cross_entropy(logits.view({-1, logits.size(-1)}), ids.view({-1}));
   loss.backward();
   auto b_before = lora->layers().begin()->second->lora_B.detach().clone();
   opt.step();
@@ -368,7 +373,8 @@ TEST(Peft, LoadsAdapterWrittenByPython) {
   for (const auto& name : lora->module_names()) {
     deltas[name] = read_tensor(expected, name);
     auto layer = lora->layer(name);
-    expect_close(layer->scaling * torch::mm(layer->lora_B, layer->lora_A), deltas[name], 1e-6, name);
+    expect_close(layer->scaling * torch::mm(layer->lora_B, layer->lora_A), deltas[name], 1e-6,
+                 name);
   }
   auto reference = merged_copy(model, deltas);
   lora->attach(*model);
@@ -394,7 +400,8 @@ TEST(Peft, BadAdaptersGiveClearErrors) {
   write_text(config_path, "{\"peft_type\": \"LORA\", \"r\": 2,");
   expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_config.json", "malformed JSON"});
   with([](json& j) { j["peft_type"] = "IA3"; });
-  expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_config.json", "'peft_type'", "IA3"});
+  expect_error([&] { load_peft_adapter(dir, *model); },
+               {"adapter_config.json", "'peft_type'", "IA3"});
   with([](json& j) { j.erase("r"); });
   expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_config.json", "'r'"});
   with([](json& j) { j["r"] = "eight"; });
@@ -428,16 +435,20 @@ TEST(Peft, BadAdaptersGiveClearErrors) {
     io::write_safetensors(dir / "adapter_model.safetensors", w);
   };
   const std::string q0 = "base_model.model.model.layers.0.self_attn.q_proj";
-  write_weights({{q0 + ".lora_A.weight", torch::zeros({2, 64})}, {q0 + ".lora_B.weight", torch::zeros({32, 2})}});
+  write_weights({{q0 + ".lora_A.weight", torch::zeros({2, 64})},
+                 {q0 + ".lora_B.weight", torch::zeros({32, 2})}});
   expect_error([&] { load_peft_adapter(dir, *model); },
                {"adapter_model.safetensors", q0 + ".lora_B.weight", "[32, 2]", "[64, 2]"});
   const std::string q9 = "base_model.model.model.layers.9.self_attn.q_proj";
-  write_weights({{q9 + ".lora_A.weight", torch::zeros({2, 64})}, {q9 + ".lora_B.weight", torch::zeros({64, 2})}});
-  expect_error([&] { load_peft_adapter(dir, *model); }, {"model.layers.9.self_attn.q_proj", "lacks"});
+  write_weights({{q9 + ".lora_A.weight", torch::zeros({2, 64})},
+                 {q9 + ".lora_B.weight", torch::zeros({64, 2})}});
+  expect_error([&] { load_peft_adapter(dir, *model); },
+               {"model.layers.9.self_attn.q_proj", "lacks"});
   write_weights({{q0 + ".lora_A.weight", torch::zeros({2, 64})}});
   expect_error([&] { load_peft_adapter(dir, *model); }, {"lora_B", "missing"});
   write_weights({{q0 + ".lora_A.default.weight", torch::zeros({2, 64})}});
-  expect_error([&] { load_peft_adapter(dir, *model); }, {"lora_A.default.weight", "not a PEFT LoRA factor"});
+  expect_error([&] { load_peft_adapter(dir, *model); },
+               {"lora_A.default.weight", "not a PEFT LoRA factor"});
   fs::remove(dir / "adapter_model.safetensors");
   expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_model.safetensors", "not found"});
 }
@@ -463,7 +474,8 @@ TEST(Noise, SeededPerMember) {
   EXPECT_EQ(three[0].at(q).b.sizes(), (std::vector<int64_t>{64, 4}));
   EXPECT_EQ(three[0].at(q).scale, 1.0);
   auto big = NoiseSampler(*model, NoiseConfig::draft_init(1)).member(0);
-  auto all = torch::cat({big.at("model.layers.0.mlp.up_proj").a.flatten(), big.at("model.layers.0.mlp.up_proj").b.flatten()});
+  auto all = torch::cat({big.at("model.layers.0.mlp.up_proj").a.flatten(),
+                         big.at("model.layers.0.mlp.up_proj").b.flatten()});
   EXPECT_NEAR(all.std().item<double>(), 0.5, 0.03);
   EXPECT_NEAR(all.mean().item<double>(), 0.0, 0.03);
   auto cfg = lora_noise(1);
@@ -518,7 +530,8 @@ TEST(Tokur, BasisMatchesPythonSvd) {
                  size_t(keep.back().numel()) * 4});
   }
   io::write_safetensors(dir / "weights.safetensors", w);
-  auto py = json::parse(run_python(dir, "svd", kPySvd, "'" + (dir / "weights.safetensors").string() + "' 8"));
+  auto py = json::parse(
+      run_python(dir, "svd", kPySvd, "'" + (dir / "weights.safetensors").string() + "' 8"));
   ASSERT_EQ(py.size(), 4u);
   for (const auto& name : s.modules()) {
     const auto rows = py.at(name).get<std::vector<std::vector<double>>>();
@@ -550,6 +563,12 @@ TEST(Family, BatchedEqualsSeparateForwards) {
   }
   auto last = family.forward(b.ids, nullptr, b.mask, /*last_only=*/true);
   expect_close(last, logits.narrow(2, 6, 1));
+  // Members forwarded in chunks (one and two at a time) give the same logits.
+  for (int64_t rows : {14, 28}) {
+    family.set_max_rows(rows);
+    expect_close(family.forward(b.ids, nullptr, b.mask), logits, 1e-5, "chunked");
+    expect_close(family.forward(b.ids, nullptr, b.mask, true), last, 1e-5, "chunked last");
+  }
 }
 
 TEST(Family, IncrementalDecodeEqualsSeparateForwards) {
@@ -566,14 +585,16 @@ TEST(Family, IncrementalDecodeEqualsSeparateForwards) {
   auto cache = family.new_cache(4);
   auto b = padded_batch(5);
   auto out = family.forward(b.ids, &cache, b.mask);
-  for (int k = 0; k < 4; ++k) expect_close(out[k], refs[k]->forward(b.ids, &ref_caches[k], b.mask), 1e-5, "prefill");
+  for (int k = 0; k < 4; ++k)
+    expect_close(out[k], refs[k]->forward(b.ids, &ref_caches[k], b.mask), 1e-5, "prefill");
   torch::manual_seed(5);
   for (int step = 0; step < 4; ++step) {
     auto next = torch::randint(3, 500, {2, 1}, torch::kInt64);
     out = family.forward(next, &cache);
     ASSERT_EQ(out.sizes(), (std::vector<int64_t>{4, 2, 1, 512}));
     for (int k = 0; k < 4; ++k)
-      expect_close(out[k], refs[k]->forward(next, &ref_caches[k]), 1e-5, "step " + std::to_string(step));
+      expect_close(out[k], refs[k]->forward(next, &ref_caches[k]), 1e-5,
+                   "step " + std::to_string(step));
   }
   EXPECT_EQ(cache.length(), 9);
   EXPECT_EQ(cache.at(0).keys(0).size(0), 8);  // expanded from layer 0: K·B rows
@@ -582,7 +603,8 @@ TEST(Family, IncrementalDecodeEqualsSeparateForwards) {
   cache.truncate(8);
   for (auto& c : ref_caches) c.truncate(8);
   out = family.forward(again, &cache);
-  for (int k = 0; k < 4; ++k) expect_close(out[k], refs[k]->forward(again, &ref_caches[k]), 1e-5, "after truncate");
+  for (int k = 0; k < 4; ++k)
+    expect_close(out[k], refs[k]->forward(again, &ref_caches[k]), 1e-5, "after truncate");
 }
 
 TEST(Family, ExpandsAtFirstPerturbedLayer) {
@@ -619,7 +641,8 @@ TEST(Family, SeedsAndFamilySize) {
   for (int m = 0; m < 3; ++m) expect_close(l3[m], l6[m], 1e-5, "member " + std::to_string(m));
   EXPECT_GT((l6[3] - l6[4]).abs().max().item<double>(), 1e-3);
   cfg.seed = 22;
-  auto other = LowRankFamily(model, NoiseSampler(*model, cfg).members(3)).forward(b.ids, nullptr, b.mask);
+  auto other =
+      LowRankFamily(model, NoiseSampler(*model, cfg).members(3)).forward(b.ids, nullptr, b.mask);
   EXPECT_GT((other[0] - l3[0]).abs().max().item<double>(), 1e-3);
   // Zero noise: every member is the base model.
   LowRankFamily zero(model, NoiseSampler(*model, lora_noise(21, 0.0)).members(3));
@@ -650,17 +673,21 @@ TEST(Family, TokurPerTokenRedraw) {
   for (int step = 0; step < 3; ++step) {
     auto next = torch::full({2, 1}, 40 + step, torch::kInt64);
     out = family.forward(next, &cache);
-    for (int k = 0; k < 3; ++k) expect_close(out[k], family.forward_member(k, next, &caches[k]), 1e-5);
+    for (int k = 0; k < 3; ++k)
+      expect_close(out[k], family.forward_member(k, next, &caches[k]), 1e-5);
   }
   // The noise follows real-token positions: the padded row 1 equals the same tokens unpadded.
   auto solo_ids = b.ids[1].narrow(0, 2, 3).unsqueeze(0);
   auto solo = family.forward(solo_ids);
   auto padded = family.forward(b.ids, nullptr, b.mask);
+  family.set_max_rows(10);  // one member at a time
+  expect_close(family.forward(b.ids, nullptr, b.mask), padded, 1e-5, "chunked");
   expect_close(padded.select(1, 1).narrow(1, 2, 3), solo.select(1, 0), 1e-4);
   // Each position draws its own E: a fixed-E family would give different logits.
   auto fixed_cfg = cfg;
   fixed_cfg.per_token = false;
-  auto fixed = LowRankFamily(model, NoiseSampler(*model, fixed_cfg).members(3)).forward(b.ids, nullptr, b.mask);
+  auto fixed = LowRankFamily(model, NoiseSampler(*model, fixed_cfg).members(3))
+                   .forward(b.ids, nullptr, b.mask);
   EXPECT_GT((fixed[1] - padded[1]).abs().max().item<double>(), 1e-4);
 }
 
@@ -715,7 +742,8 @@ TEST(Ensemble, DistinctModelsMemberByMember) {
   EXPECT_TRUE(torch::equal(out[1], other->forward(next, &c1)));
 
   auto one = Ensemble::of_one(small);
-  EXPECT_TRUE(torch::equal(one.forward(b.ids, nullptr, b.mask)[0], small->forward(b.ids, nullptr, b.mask)));
+  EXPECT_TRUE(
+      torch::equal(one.forward(b.ids, nullptr, b.mask)[0], small->forward(b.ids, nullptr, b.mask)));
 
   auto cfg = LlamaConfig::preset("tiny");
   cfg.vocab_size = 600;

@@ -28,7 +28,8 @@ torch::Tensor Ensemble::forward(const torch::Tensor& ids, FamilyCache* cache,
   // Each member's logits go straight into their slice of the output: one [K, B, T, V] buffer.
   torch::Tensor out;
   for (size_t k = 0; k < members_.size(); ++k) {
-    auto logits = members_[k]->forward(ids, cache ? &cache->at(k) : nullptr, attention_mask, last_only);
+    auto logits =
+        members_[k]->forward(ids, cache ? &cache->at(k) : nullptr, attention_mask, last_only);
     if (members_.size() == 1) return logits.unsqueeze(0);
     if (!out.defined()) {
       auto shape = logits.sizes().vec();

@@ -36,7 +36,8 @@ std::vector<std::string> lora_target_modules(const LlamaForCausalLMImpl& model,
   for (const auto& name : model.linear_names()) {
     if (all_linear ? name != "lm_head" : std::regex_match(name, re)) out.push_back(name);
   }
-  if (out.empty()) fail("LoRA: target_modules regex '", config.target_regex, "' matches no linear layer");
+  if (out.empty())
+    fail("LoRA: target_modules regex '", config.target_regex, "' matches no linear layer");
   return out;
 }
 
@@ -54,7 +55,9 @@ torch::Tensor LoraLayerImpl::forward(const torch::Tensor& x) const {
   return torch::matmul(torch::matmul(h, lora_A.t()), lora_B.t()) * scaling;
 }
 
-torch::Tensor LoraLayerImpl::delta_weight() const { return torch::matmul(lora_B, lora_A) * scaling; }
+torch::Tensor LoraLayerImpl::delta_weight() const {
+  return torch::matmul(lora_B, lora_A) * scaling;
+}
 
 LoraAdapterImpl::LoraAdapterImpl(LlamaForCausalLMImpl& model, LoraConfig config)
     : LoraAdapterImpl(model, config, lora_target_modules(model, config)) {}

@@ -19,8 +19,8 @@ torch::Tensor TokenRedraw::draw(const torch::Tensor& positions,
   draws.reserve(index.size());
   for (auto& [position, slot_index] : index) {
     slot_index = static_cast<int64_t>(draws.size());
-    auto gen = seeded_generator({seed, static_cast<uint64_t>(member), static_cast<uint64_t>(position),
-                                 static_cast<uint64_t>(slot)});
+    auto gen = seeded_generator({seed, static_cast<uint64_t>(member),
+                                 static_cast<uint64_t>(position), static_cast<uint64_t>(slot)});
     draws.push_back(gaussian({rank, in_features}, sigma, gen, torch::TensorOptions()));
   }
   auto gather = torch::empty({pos.numel()}, torch::kInt64);
@@ -54,8 +54,9 @@ torch::Tensor LowRankDelta::forward(const torch::Tensor& x) const {
   return torch::matmul(z, term_.b.t()) * term_.scale;
 }
 
-AttachedDeltas::AttachedDeltas(LlamaForCausalLMImpl& model,
-                               std::vector<std::pair<std::string, std::shared_ptr<LinearDelta>>> deltas)
+AttachedDeltas::AttachedDeltas(
+    LlamaForCausalLMImpl& model,
+    std::vector<std::pair<std::string, std::shared_ptr<LinearDelta>>> deltas)
     : keep_alive_(model.shared_from_this()) {
   for (auto& [name, delta] : deltas) {
     auto& lin = model.linear(name);
@@ -104,16 +105,18 @@ torch::Tensor token_positions(const torch::Tensor& ids, const KVCache* cache,
   const int64_t b = ids.size(0), t = ids.size(1);
   const int64_t past = cache ? cache->length() : 0;
   auto opts = torch::TensorOptions().dtype(torch::kBool).device(ids.device());
-  torch::Tensor keys = attention_mask.defined()
-                           ? attention_mask.narrow(1, attention_mask.size(1) - t, t).to(torch::kBool)
-                           : torch::ones({b, t}, opts);
+  torch::Tensor keys =
+      attention_mask.defined()
+          ? attention_mask.narrow(1, attention_mask.size(1) - t, t).to(torch::kBool)
+          : torch::ones({b, t}, opts);
   if (past > 0) keys = torch::cat({cache->key_mask().to(ids.device()), keys}, 1);
   return (keys.to(torch::kInt64).cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
 }
 
 bool module_matches(const std::string& module, const std::string& suffix) {
   if (module == suffix) return true;
-  return module.size() > suffix.size() && module.compare(module.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+  return module.size() > suffix.size() &&
+         module.compare(module.size() - suffix.size(), suffix.size(), suffix) == 0 &&
          module[module.size() - suffix.size() - 1] == '.';
 }
 

@@ -75,24 +75,34 @@ torch::Tensor LowRankFamily::forward(const torch::Tensor& ids, FamilyCache* cach
     for (auto& [_, d] : stacked_) d->set_positions(positions);
   }
   std::vector<std::pair<std::string, std::shared_ptr<LinearDelta>>> deltas(stacked_.begin(),
-                                                                          stacked_.end());
+                                                                           stacked_.end());
   AttachedDeltas attached(*base_, std::move(deltas));
 
   torch::Tensor new_mask;
   auto in = base_->prepare(ids, kv, attention_mask, &new_mask);
   auto x = base_->embed(ids);
-  for (int64_t i = 0; i <= num_layers; ++i) {
-    if (i == expand_layer_) {
-      x = x.repeat({k, 1, 1});
-      in.cos = tile(in.cos, k);
-      in.sin = tile(in.sin, k);
-      in.mask = tile(in.mask, k);
-    }
-    if (i < num_layers) x = base_->run_layer(i, x, in);
+  for (int64_t i = 0; i < expand_layer_; ++i) x = base_->run_layer(i, x, in);
+
+  const int64_t rows = ids.size(0) * ids.size(1);
+  int64_t chunk = k;
+  if (!kv && expand_layer_ < num_layers) chunk = std::clamp<int64_t>(max_rows_ / rows, 1, k);
+  std::vector<torch::Tensor> hidden;
+  for (int64_t first = 0; first < k; first += chunk) {
+    const int64_t count = std::min(chunk, k - first);
+    for (auto& [_, d] : stacked_) d->set_active(first, count);
+    AttentionInputs tiled = in;
+    tiled.cos = tile(in.cos, count);
+    tiled.sin = tile(in.sin, count);
+    tiled.mask = tile(in.mask, count);
+    auto h = count == 1 ? x : x.repeat({count, 1, 1});
+    for (int64_t i = expand_layer_; i < num_layers; ++i) h = base_->run_layer(i, h, tiled);
+    if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
+    hidden.push_back(h);
   }
+  for (auto& [_, d] : stacked_) d->set_active(0, k);
   if (kv) kv->commit(new_mask);
-  if (last_only) x = x.narrow(1, x.size(1) - 1, 1);
-  auto logits = base_->logits(x);  // [K·B, T, V]
+  // One lm_head call over all K·B rows: the [K, B, T, V] logits are written once.
+  auto logits = base_->logits(hidden.size() == 1 ? hidden.front() : torch::cat(hidden, 0));
   return logits.view({k, ids.size(0), logits.size(1), logits.size(2)});
 }
 

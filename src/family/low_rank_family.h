@@ -2,7 +2,8 @@
 // drafts), forwarded together: the layers before the first perturbed module run once at batch B,
 // then the hidden state and attention inputs are tiled member-major (row k·B + b) and every
 // perturbed module adds all members' terms with batched matmuls (StackedDelta). The base weights
-// are read once per call whatever K.
+// are read once per call whatever K. A forward attaches the stacked deltas to the base model for
+// the duration of the call, so the base must not be used concurrently from other threads.
 #pragma once
 #include <torch/torch.h>
 
@@ -37,12 +38,19 @@ class LowRankFamily : public Family {
   // The layer before which the batch expands to K·B (num_hidden_layers: only lm_head differs).
   int64_t expand_layer() const { return expand_layer_; }
 
+  // Without a cache, members past the expansion run in chunks of at most max(1, rows / (B·T))
+  // members: K·B·T-row activations (attention scores above all) outgrow the caches and cost
+  // more than the batching saves. Decode steps and cached prefills run all K at once.
+  void set_max_rows(int64_t rows) { max_rows_ = rows; }
+  int64_t max_rows() const { return max_rows_; }
+
  private:
   LlamaForCausalLM base_;
   std::vector<MemberDeltas> members_;
   std::vector<std::pair<std::string, std::shared_ptr<StackedDelta>>> stacked_;
   bool per_token_ = false;
   int64_t expand_layer_ = 0;
+  int64_t max_rows_ = 1024;
 };
 
 }  // namespace drafteu

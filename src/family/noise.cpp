@@ -54,13 +54,15 @@ NoiseConfig NoiseConfig::tokur(uint64_t seed) {
 
 torch::Tensor tokur_basis(const torch::Tensor& weight, int64_t rank) {
   const int64_t k = std::min(weight.size(0), weight.size(1));
-  if (rank > k) fail("tokur: rank ", rank, " exceeds the weight's rank bound ", k, " (", weight.sizes(), ")");
+  if (rank > k)
+    fail("tokur: rank ", rank, " exceeds the weight's rank bound ", k, " (", weight.sizes(), ")");
   auto w = weight.detach().to(torch::kCPU, torch::kFloat64);
   auto svd = torch::linalg_svd(w, /*full_matrices=*/false);
   return std::get<0>(svd).narrow(1, 0, rank).contiguous().to(weight.device(), weight.scalar_type());
 }
 
-NoiseSampler::NoiseSampler(LlamaForCausalLMImpl& model, NoiseConfig config) : config_(std::move(config)) {
+NoiseSampler::NoiseSampler(LlamaForCausalLMImpl& model, NoiseConfig config)
+    : config_(std::move(config)) {
   config_.validate();
   modules_ = match_modules(model, config_.target_modules, noise_kind_name(config_.kind) + " noise");
   for (const auto& name : modules_) {

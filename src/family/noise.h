@@ -29,14 +29,14 @@ std::string noise_kind_name(NoiseKind kind);
 
 struct NoiseConfig {
   NoiseKind kind = NoiseKind::LoraNoise;
-  std::vector<std::string> target_modules{"q_proj", "k_proj", "v_proj", "o_proj",
+  std::vector<std::string> target_modules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                           "gate_proj", "up_proj", "down_proj"};
   int64_t rank = 8;
-  double sigma = 0.1;            // standard deviation of each entry
-  std::optional<double> alpha;   // lora-noise: scale alpha/rank; unset = rank (scale 1)
+  double sigma = 0.1;           // standard deviation of each entry
+  std::optional<double> alpha;  // lora-noise: scale alpha/rank; unset = rank (scale 1)
   uint64_t seed = 0;
-  bool per_token = false;        // tokur: redraw E at every token position
-  bool keep_unperturbed = false; // member 0 is the unperturbed model
+  bool per_token = false;         // tokur: redraw E at every token position
+  bool keep_unperturbed = false;  // member 0 is the unperturbed model
 
   double scale() const;
   void validate() const;

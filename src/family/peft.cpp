@@ -21,7 +21,8 @@ std::string peft_tensor_name(const std::string& module, char which) {
 }
 
 json peft_config_json(const LoraConfig& c) {
-  // The fields of PEFT's LoraConfig.to_dict(); those this runtime does not use keep PEFT's defaults.
+  // The fields of PEFT's LoraConfig.to_dict(); those this runtime does not use keep PEFT's
+  // defaults.
   json targets = c.target_regex.empty() ? json(c.target_modules) : json(c.target_regex);
   return json{{"alpha_pattern", json::object()},
               {"auto_mapping", nullptr},
@@ -99,11 +100,13 @@ LoraConfig peft_config_from_json(const json& j, const std::string& source) {
   } else if (t->is_array()) {
     c.target_modules.clear();
     for (const auto& m : *t) {
-      if (!m.is_string()) fail(source, ": field 'target_modules' must hold strings, got ", m.dump());
+      if (!m.is_string())
+        fail(source, ": field 'target_modules' must hold strings, got ", m.dump());
       c.target_modules.push_back(m.get<std::string>());
     }
   } else {
-    fail(source, ": field 'target_modules' must be a list of names or a regex string, got ", t->dump());
+    fail(source, ": field 'target_modules' must be a list of names or a regex string, got ",
+         t->dump());
   }
 
   if (auto it = j.find("use_rslora"); it != j.end() && !it->is_null()) {
@@ -117,10 +120,14 @@ LoraConfig peft_config_from_json(const json& j, const std::string& source) {
   require_absent_or(j, source, "fan_in_fan_out", false, "weights are stored [out, in]");
   require_absent_or(j, source, "use_dora", false, "DoRA is not implemented");
   require_absent_or(j, source, "lora_bias", false, "LoRA biases are not implemented");
-  require_absent_or(j, source, "rank_pattern", json::object(), "per-module ranks are not implemented");
-  require_absent_or(j, source, "alpha_pattern", json::object(), "per-module alphas are not implemented");
-  require_absent_or(j, source, "modules_to_save", json::array(), "full-module copies are not implemented");
-  require_absent_or(j, source, "layer_replication", json::array(), "layer replication is not implemented");
+  require_absent_or(j, source, "rank_pattern", json::object(),
+                    "per-module ranks are not implemented");
+  require_absent_or(j, source, "alpha_pattern", json::object(),
+                    "per-module alphas are not implemented");
+  require_absent_or(j, source, "modules_to_save", json::array(),
+                    "full-module copies are not implemented");
+  require_absent_or(j, source, "layer_replication", json::array(),
+                    "layer replication is not implemented");
   c.validate(source);
   return c;
 }
@@ -129,10 +136,14 @@ namespace {
 
 io::DType file_dtype(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat32: return io::DType::F32;
-    case torch::kBFloat16: return io::DType::BF16;
-    case torch::kFloat16: return io::DType::F16;
-    default: fail("save_peft_adapter: unsupported parameter dtype ", t);
+    case torch::kFloat32:
+      return io::DType::F32;
+    case torch::kBFloat16:
+      return io::DType::BF16;
+    case torch::kFloat16:
+      return io::DType::F16;
+    default:
+      fail("save_peft_adapter: unsupported parameter dtype ", t);
   }
 }
 
@@ -189,13 +200,15 @@ LoraAdapter load_peft_adapter(const fs::path& dir, LlamaForCausalLMImpl& model) 
       fail(src, ": tensor '", n, "' is not a PEFT LoRA factor (",
            "expected base_model.model.<module>.lora_A.weight / .lora_B.weight)");
     const std::string module = n.substr(kPrefix.size(), n.size() - kPrefix.size() - 14);
-    if (!known.count(module)) fail(src, ": tensor '", n, "' targets module '", module, "', which the model lacks");
+    if (!known.count(module))
+      fail(src, ": tensor '", n, "' targets module '", module, "', which the model lacks");
     if (!targeted.count(module))
       fail(src, ": tensor '", n, "' adapts module '", module, "', which ", cfg_src,
            " field 'target_modules' does not target");
     if (t.dtype != io::DType::F32 && t.dtype != io::DType::F16 && t.dtype != io::DType::BF16 &&
         t.dtype != io::DType::F64)
-      fail(src, ": tensor '", n, "' has dtype ", io::dtype_name(t.dtype), ", expected a float type");
+      fail(src, ": tensor '", n, "' has dtype ", io::dtype_name(t.dtype),
+           ", expected a float type");
     auto& slot = factors[module];
     (is_a ? slot.first : slot.second) = &t;
   }

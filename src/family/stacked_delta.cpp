@@ -12,7 +12,9 @@ static constexpr int64_t kBroadcastRows = 4;
 
 StackedDelta::StackedDelta(const std::vector<const LowRankTerm*>& terms, int64_t in_features,
                            int64_t out_features, const torch::TensorOptions& options)
-    : members_(static_cast<int64_t>(terms.size())), redraw_(terms.size()) {
+    : members_(static_cast<int64_t>(terms.size())),
+      active_(static_cast<int64_t>(terms.size())),
+      redraw_(terms.size()) {
   int64_t rank = 0;
   bool any_fixed = false;
   for (const auto* t : terms) {
@@ -33,37 +35,49 @@ StackedDelta::StackedDelta(const std::vector<const LowRankTerm*>& terms, int64_t
       fail("StackedDelta: member ", k, " term shape does not match the module [", out_features,
            ", ", in_features, "]");
     b_t_[k].narrow(0, 0, r).copy_(t->b.detach().t() * t->scale);
-    if (t->per_token()) redraw_[static_cast<size_t>(k)] = t->redraw;
-    else a_t_[k].narrow(1, 0, r).copy_(t->a.detach().t());
+    if (t->per_token())
+      redraw_[static_cast<size_t>(k)] = t->redraw;
+    else
+      a_t_[k].narrow(1, 0, r).copy_(t->a.detach().t());
   }
 }
 
 void StackedDelta::set_positions(const torch::Tensor& positions) {
   if (!per_token_) return;
   const int64_t rank = b_t_.size(1), in = a_t_.size(1);
-  token_a_ = torch::zeros({members_, positions.size(0), positions.size(1), rank, in}, a_t_.options());
+  token_a_ =
+      torch::zeros({members_, positions.size(0), positions.size(1), rank, in}, a_t_.options());
   for (int64_t k = 0; k < members_; ++k) {
     const auto& rd = redraw_[static_cast<size_t>(k)];
     if (rd) token_a_[k].narrow(2, 0, rd->rank).copy_(rd->draw(positions, a_t_.options()));
   }
 }
 
+void StackedDelta::set_active(int64_t first, int64_t count) {
+  if (first < 0 || count <= 0 || first + count > members_)
+    fail("StackedDelta: members [", first, ", ", first + count, ") out of range (", members_, ")");
+  first_ = first;
+  active_ = count;
+}
+
 torch::Tensor StackedDelta::forward(const torch::Tensor& x) const {
-  const int64_t n = x.size(0), t = x.size(1), in = x.size(2);
-  if (n % members_ != 0) fail("StackedDelta: batch ", n, " is not a multiple of ", members_, " members");
-  const int64_t b = n / members_;
+  const int64_t n = x.size(0), t = x.size(1), in = x.size(2), k = active_;
+  if (n % k != 0) fail("StackedDelta: batch ", n, " is not a multiple of ", k, " members");
+  const int64_t b = n / k, rows = b * t;
+  auto a_t = a_t_.narrow(0, first_, k), b_t = b_t_.narrow(0, first_, k);
   torch::Tensor z;  // [K, B·T, r]
   if (per_token_) {
     if (!token_a_.defined() || token_a_.size(1) != b || token_a_.size(2) != t)
       fail("StackedDelta: per-token terms need set_positions() for input ", x.sizes());
-    z = torch::matmul(token_a_, x.reshape({members_, b, t, in, 1})).view({members_, b * t, -1});
-  } else if (b * t <= kBroadcastRows) {
-    z = (x.reshape({members_, b * t, in, 1}) * a_t_.unsqueeze(1)).sum(2);
+    z = torch::matmul(token_a_.narrow(0, first_, k), x.reshape({k, b, t, in, 1}))
+            .view({k, rows, -1});
+  } else if (rows <= kBroadcastRows) {
+    z = (x.reshape({k, rows, in, 1}) * a_t.unsqueeze(1)).sum(2);
   } else {
-    z = torch::bmm(x.reshape({members_, b * t, in}), a_t_);
+    z = torch::bmm(x.reshape({k, rows, in}), a_t);
   }
-  if (b * t <= kBroadcastRows) return (z.unsqueeze(-1) * b_t_.unsqueeze(1)).sum(2).view({n, t, -1});
-  return torch::bmm(z, b_t_).view({n, t, -1});
+  if (rows <= kBroadcastRows) return (z.unsqueeze(-1) * b_t.unsqueeze(1)).sum(2).view({n, t, -1});
+  return torch::bmm(z, b_t).view({n, t, -1});
 }
 
 }  // namespace drafteu

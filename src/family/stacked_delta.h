@@ -23,9 +23,13 @@ class StackedDelta : public LinearDelta {
   bool per_token() const { return per_token_; }
   // Per-token terms: draws every member's A for the next call's positions [B, T].
   void set_positions(const torch::Tensor& positions);
+  // Applies only members [first, first + count) to the following calls (a family forwarding its
+  // members in chunks); inputs then hold count·B rows.
+  void set_active(int64_t first, int64_t count);
 
  private:
   int64_t members_;
+  int64_t first_ = 0, active_ = 0;
   bool per_token_ = false;
   torch::Tensor a_t_;  // [K, in, r], fixed terms
   torch::Tensor b_t_;  // [K, r, out], scale folded in

@@ -1,0 +1,1 @@
+drafteu_bench(bench_family DEPS drafteu_family)
