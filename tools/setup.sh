@@ -8,7 +8,7 @@ build=${1:-$root/build}
 packages=(build-essential cmake ninja-build pkg-config ccache git
           libtorch-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libpcre2-dev
           libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
-          python3-torch npm)
+          python3-torch npm gnuplot-nox chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -2,7 +2,14 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include <memory>
 #include <string>
+#include <vector>
+
+namespace drafteu {
+struct LoadedModel;
+struct GenerateOptions;
+}  // namespace drafteu
 
 namespace drafteu::cli {
 
@@ -14,5 +21,20 @@ void add_doctor_command(CLI::App& app, GlobalOptions& global);
 void add_generate_command(CLI::App& app, GlobalOptions& global);
 void add_tokenize_commands(CLI::App& app, GlobalOptions& global);
 void add_convert_command(CLI::App& app, GlobalOptions& global);
+void add_gen_data_command(CLI::App& app, GlobalOptions& global);
+void add_train_proxy_command(CLI::App& app, GlobalOptions& global);
+void add_train_drafts_command(CLI::App& app, GlobalOptions& global);
+void add_train_baseline_command(CLI::App& app, GlobalOptions& global);
+void add_serve_command(CLI::App& app, GlobalOptions& global);
+
+// Speculative decoding flags (--drafts, --gamma, ...) shared by generate and serve (serve.cpp).
+struct SpeculativeFlags;
+std::shared_ptr<SpeculativeFlags> add_speculative_flags(CLI::App* cmd, bool serving);
+bool speculative_requested(const SpeculativeFlags& flags);
+void run_speculative_generate(SpeculativeFlags& flags, const LoadedModel& target,
+                              const std::vector<int64_t>& prompt, const GenerateOptions& options,
+                              bool json);
+void add_score_command(CLI::App& app, GlobalOptions& global);
+void add_testbed_command(CLI::App& app, GlobalOptions& global);
 
 }  // namespace drafteu::cli

@@ -67,7 +67,8 @@ void add_generate_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--seed", f->seed, "random seed for sampling");
   cmd->add_flag("--json", f->json,
                 "print one JSON object per token: {\"id\", \"text\", \"logprob\"}");
-  cmd->callback([f] {
+  auto spec = add_speculative_flags(cmd, /*serving=*/false);
+  cmd->callback([f, spec] {
     LoadOptions lo;
     if (!f->tokenizer.empty()) lo.tokenizer = f->tokenizer;
     LoadedModel m = load_model(f->model, lo);
@@ -81,6 +82,10 @@ void add_generate_command(CLI::App& app, GlobalOptions&) {
     go.max_new_tokens = f->max_tokens;
     go.seed = f->seed;
     go.stop_ids = g.eos_token_ids;
+    if (speculative_requested(*spec)) {  // --drafts / --draft: src/cli/serve.cpp
+      run_speculative_generate(*spec, m, prompt, go, f->json);
+      return;
+    }
 
     StreamDecoder stream(*m.tokenizer);
     const bool json = f->json;

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   CLI::App app{"drafteu: token-level epistemic uncertainty from draft models", "drafteu"};
   app.set_version_flag("--version", std::string("drafteu ") + DRAFTEU_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // global flags (--threads) may also follow the subcommand
   drafteu::cli::GlobalOptions global;
   app.add_option("--threads", global.threads,
                  "CPU threads for libtorch (default: $DRAFTEU_THREADS or all cores)")
@@ -22,7 +23,22 @@ int main(int argc, char** argv) {
   drafteu::cli::add_generate_command(app, global);
   drafteu::cli::add_tokenize_commands(app, global);
   drafteu::cli::add_convert_command(app, global);
+  drafteu::cli::add_gen_data_command(app, global);
+  drafteu::cli::add_train_proxy_command(app, global);
+  drafteu::cli::add_train_drafts_command(app, global);
+  drafteu::cli::add_train_baseline_command(app, global);
+  drafteu::cli::add_serve_command(app, global);
+  drafteu::cli::add_score_command(app, global);
+  drafteu::cli::add_testbed_command(app, global);
 
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    for (const auto* sub : app.get_subcommands({})) known |= sub->check_name(argv[1]);
+    if (!known) {
+      std::cerr << "drafteu: error: unknown command '" << argv[1] << "' (see drafteu --help)\n";
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -51,10 +51,17 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const AttentionInpu
   // Grouped-query attention without copying K/V per head: the query heads that share a KV head
   // are stacked along the query axis, [N, Hkv, G*T, hd].
   auto qg = q.reshape({n, kv_heads_, groups * t, head_dim_});
-  auto scores = torch::matmul(qg, k.transpose(2, 3)) / std::sqrt(static_cast<double>(head_dim_));
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  // Decode (one query row per head): broadcast-multiply-sum runs as one kernel, where a
+  // batched matmul would make one tiny BLAS call per (sequence, KV head) — the main cost of
+  // decoding K family members at once.
+  const bool single_row = groups * t <= 4 && n * kv_heads_ > 1;
+  auto scores = single_row ? (qg.unsqueeze(3) * k.unsqueeze(2)).sum(-1) * scale
+                           : torch::matmul(qg, k.transpose(2, 3)) * scale;
   scores = scores.view({n, kv_heads_, groups, t, s}) + in.mask.unsqueeze(2);
   auto probs = torch::softmax(scores.to(torch::kFloat32), -1).to(q.scalar_type());
-  auto out = torch::matmul(probs.view({n, kv_heads_, groups * t, s}), v);
+  auto pg = probs.view({n, kv_heads_, groups * t, s});
+  auto out = single_row ? (pg.unsqueeze(-1) * v.unsqueeze(2)).sum(3) : torch::matmul(pg, v);
   out = out.view({n, heads_, t, head_dim_}).transpose(1, 2).reshape({n, t, heads_ * head_dim_});
   return o_proj(out);
 }

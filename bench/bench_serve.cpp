@@ -1,0 +1,250 @@
+// Per generated token, side by side in one run:
+//   plain        target decoding (drafteu::generate)
+//   spec1        speculative decoding with one draft, no uncertainty
+//   specK        speculative decoding with K drafts (one batched family pass), no uncertainty
+//   specK_unc    the same with per-token uncertainty records (what `serve` does)
+//   specK_unc_adapter  ... with the reference p_ref = target + a LoRA adapter (2-member target)
+//   tokur        TokUR-style uncertainty: a 10-member tokur noise family of the target forwarded
+//                every token (10 target passes, batched), EU = mean_m KL(p_m || p_bar)
+// Setups: stories260K (the real GGUF; drafts = lora-noise members of itself, sigma 0.05), and
+// stories15m (random init) with a 2-layer dim-64 draft of the same vocabulary (random init:
+// acceptance is meaningless there, the numbers are for timing only). Sampling at temperature 1.
+// Printed at the end: specK_unc / specK and / spec1 (goal <= 1.10), specK_unc / tokur (goal
+// <= 0.33), acceptance rates and the uncertainty time fraction the decoder measured itself.
+// Threads: --threads=N or $DRAFTEU_THREADS (default 1). Tokens per run: --tokens=N (default 64).
+#include <benchmark/benchmark.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "family/lora.h"
+#include "family/low_rank_family.h"
+#include "family/noise.h"
+#include "model/checkpoint.h"
+#include "model/generate.h"
+#include "serve/speculative.h"
+#include "uncertainty/uncertainty.h"
+
+using namespace drafteu;
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t g_tokens = 64;
+constexpr int64_t kK = 3;
+
+struct Setup {
+  std::string name;
+  LlamaForCausalLM target{nullptr}, draft{nullptr};
+  std::shared_ptr<Family> drafts1, draftsK;
+  std::shared_ptr<LowRankFamily> tokur;
+  MemberDeltas adapter;
+  std::vector<int64_t> prompt;
+};
+std::vector<std::unique_ptr<Setup>> g_setups;
+
+struct Measured {
+  double s_per_token = 0, acceptance = 0, unc_fraction = 0;
+};
+std::map<std::string, Measured> g_results;
+
+LlamaForCausalLM frozen(LlamaForCausalLM m) {
+  m->eval();
+  for (auto& p : m->parameters()) p.set_requires_grad(false);
+  return m;
+}
+
+void add_setup(const std::string& name, LlamaForCausalLM target, LlamaForCausalLM draft) {
+  auto s = std::make_unique<Setup>();
+  s->name = name;
+  s->target = frozen(target);
+  s->draft = frozen(draft);
+  NoiseConfig cfg = NoiseConfig::target_family(7);
+  cfg.sigma = 0.05;
+  NoiseSampler drafts(*s->draft, cfg);
+  s->drafts1 = std::make_shared<LowRankFamily>(s->draft, drafts.members(1));
+  s->draftsK = std::make_shared<LowRankFamily>(s->draft, drafts.members(kK));
+  NoiseSampler tokur(*s->target, NoiseConfig::tokur(11));
+  s->tokur = std::make_shared<LowRankFamily>(s->target, tokur.members(10));
+  torch::manual_seed(5);
+  LoraAdapter adapter(*s->target, LoraConfig{});
+  {
+    torch::NoGradGuard ng;
+    for (auto& [n, l] : adapter->layers()) l->lora_B.normal_(0.0, 0.05);
+  }
+  s->adapter = adapter->to_member();
+  s->prompt = {1, 403, 407, 261, 378};  // BOS + a few ids valid in both vocabularies
+  g_setups.push_back(std::move(s));
+}
+
+void record(benchmark::State& state, const std::string& key, double seconds, int64_t tokens,
+            double acceptance = 0, double unc = 0) {
+  Measured m{seconds / static_cast<double>(tokens), acceptance, unc};
+  g_results[key] = m;
+  state.counters["ms_per_token"] = 1e3 * m.s_per_token;
+  if (acceptance > 0) state.counters["acceptance"] = acceptance;
+  if (unc > 0) state.counters["unc_fraction"] = unc;
+}
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void bm_plain(benchmark::State& state, Setup* s) {
+  GenerateOptions o;
+  o.max_new_tokens = g_tokens;
+  double t = 0;
+  int64_t n = 0;
+  for (auto _ : state) {
+    o.seed = static_cast<uint64_t>(n);
+    double t0 = now();
+    n += static_cast<int64_t>(generate(*s->target, s->prompt, o).size());
+    t += now() - t0;
+  }
+  record(state, s->name + "/plain", t, n);
+}
+
+// mode: 0 spec1, 1 specK, 2 specK_unc, 3 specK_unc_adapter
+void bm_spec(benchmark::State& state, Setup* s, int mode) {
+  serve::SpeculativeDecoder dec(s->target, mode == 0 ? s->drafts1 : s->draftsK,
+                                mode == 3 ? std::optional<MemberDeltas>(s->adapter) : std::nullopt);
+  serve::SpeculativeOptions o;
+  o.max_new_tokens = g_tokens;
+  o.uncertainty = mode >= 2;
+  double t = 0, unc = 0;
+  int64_t n = 0, proposed = 0, accepted = 0;
+  uint64_t seed = 0;
+  for (auto _ : state) {
+    o.seed = seed++;
+    double t0 = now();
+    auto r = dec.generate(s->prompt, o);
+    t += now() - t0;
+    n += static_cast<int64_t>(r.tokens.size());
+    proposed += r.stats.proposed, accepted += r.stats.accepted;
+    unc += r.stats.uncertainty_s;
+  }
+  static const char* names[] = {"spec1", "specK", "specK_unc", "specK_unc_adapter"};
+  record(state, s->name + "/" + names[mode], t, n,
+         proposed ? static_cast<double>(accepted) / static_cast<double>(proposed) : 0, unc / t);
+}
+
+// TokUR: every token, the 10-member target family forwards once (batched) on its cache; the next
+// token is sampled from the family mean and the EU computed from all members.
+void bm_tokur(benchmark::State& state, Setup* s) {
+  torch::NoGradGuard ng;
+  auto& fam = *s->tokur;
+  double t = 0;
+  int64_t n = 0;
+  for (auto _ : state) {
+    Sampler sampler(static_cast<uint64_t>(n));
+    double t0 = now();
+    auto cache = fam.new_cache(static_cast<int64_t>(s->prompt.size()) + g_tokens);
+    auto ids = torch::tensor(s->prompt).unsqueeze(0);
+    for (int64_t i = 0; i < g_tokens; ++i) {
+      auto logp =
+          torch::log_softmax(fam.forward(ids, &cache, {}, true).select(1, 0).select(1, 0), -1);
+      auto eu = uncertainty::epistemic_uncertainty(logp);
+      benchmark::DoNotOptimize(eu);
+      auto mean = torch::logsumexp(logp, 0) - std::log(10.0);
+      ids = torch::full({1, 1}, sampler.sample(mean.exp()), torch::kInt64);
+    }
+    t += now() - t0;
+    n += g_tokens;
+  }
+  record(state, s->name + "/tokur", t, n);
+}
+
+double ratio(const std::string& a, const std::string& b) {
+  if (!g_results.count(a) || !g_results.count(b)) return 0;
+  return g_results[a].s_per_token / g_results[b].s_per_token;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 1;
+  if (const char* t = std::getenv("DRAFTEU_THREADS")) threads = std::atoi(t);
+  std::vector<char*> rest;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--threads=", 0) == 0)
+      threads = std::stoi(a.substr(10));
+    else if (a.rfind("--tokens=", 0) == 0)
+      g_tokens = std::stoll(a.substr(9));
+    else
+      rest.push_back(argv[i]);
+  }
+  torch::set_num_threads(std::max(1, threads));
+  std::printf("torch threads: %d, tokens per run: %lld\n", torch::get_num_threads(),
+              static_cast<long long>(g_tokens));
+
+  const char* shared = std::getenv("DRAFTEU_SHARED");
+  fs::path gguf =
+      fs::path(shared && *shared ? shared : "../shared") / "models/stories260K/stories260K.gguf";
+  if (fs::exists(gguf)) {
+    auto m = load_model(gguf).model;
+    add_setup("stories260k", m, m);
+  } else {
+    std::fprintf(stderr, "bench_serve: %s not found, using the stories260k preset\n", gguf.c_str());
+    torch::manual_seed(0);
+    LlamaForCausalLM m(LlamaConfig::preset("stories260k"));
+    add_setup("stories260k-preset", m, m);
+  }
+  torch::manual_seed(0);
+  LlamaForCausalLM big(LlamaConfig::preset("stories15m"));
+  LlamaConfig small_cfg = LlamaConfig::preset("stories15m");
+  small_cfg.hidden_size = 64, small_cfg.intermediate_size = 172, small_cfg.num_hidden_layers = 2;
+  small_cfg.num_attention_heads = 4, small_cfg.num_key_value_heads = 2, small_cfg.head_dim = 16;
+  LlamaForCausalLM small(small_cfg);
+  add_setup("stories15m-random", big, small);
+
+  for (auto& s : g_setups) {
+    auto reg = [&](const std::string& name, auto fn) {
+      benchmark::RegisterBenchmark((s->name + "/" + name).c_str(), fn)
+          ->Unit(benchmark::kMillisecond)
+          ->Iterations(3);
+    };
+    Setup* p = s.get();
+    reg("plain", [p](benchmark::State& st) { bm_plain(st, p); });
+    reg("spec1", [p](benchmark::State& st) { bm_spec(st, p, 0); });
+    reg("specK", [p](benchmark::State& st) { bm_spec(st, p, 1); });
+    reg("specK_unc", [p](benchmark::State& st) { bm_spec(st, p, 2); });
+    reg("specK_unc_adapter", [p](benchmark::State& st) { bm_spec(st, p, 3); });
+    reg("tokur", [p](benchmark::State& st) { bm_tokur(st, p); });
+  }
+  int rest_argc = static_cast<int>(rest.size());
+  benchmark::Initialize(&rest_argc, rest.data());
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+
+  std::printf(
+      "\nK = %lld drafts; per-token ratios (goal: spec+unc / spec <= 1.10, spec+unc / TokUR <= "
+      "0.33)\n",
+      static_cast<long long>(kK));
+  for (auto& s : g_setups) {
+    const std::string n = s->name + "/";
+    std::printf("%s: ms/token plain %.3f spec1 %.3f specK %.3f specK_unc %.3f tokur %.3f\n",
+                s->name.c_str(), 1e3 * g_results[n + "plain"].s_per_token,
+                1e3 * g_results[n + "spec1"].s_per_token, 1e3 * g_results[n + "specK"].s_per_token,
+                1e3 * g_results[n + "specK_unc"].s_per_token,
+                1e3 * g_results[n + "tokur"].s_per_token);
+    std::printf(
+        "  specK_unc/specK %.3f  specK_unc/spec1 %.3f  specK_unc/tokur %.3f  specK/plain %.3f\n",
+        ratio(n + "specK_unc", n + "specK"), ratio(n + "specK_unc", n + "spec1"),
+        ratio(n + "specK_unc", n + "tokur"), ratio(n + "specK", n + "plain"));
+    std::printf("  adapter reference: specK_unc_adapter/specK_unc %.3f\n",
+                ratio(n + "specK_unc_adapter", n + "specK_unc"));
+    std::printf(
+        "  acceptance spec1 %.3f specK %.3f; uncertainty time fraction (decoder-measured) %.3f\n",
+        g_results[n + "spec1"].acceptance, g_results[n + "specK"].acceptance,
+        g_results[n + "specK_unc"].unc_fraction);
+  }
+  return 0;
+}

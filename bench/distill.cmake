@@ -1,0 +1,1 @@
+drafteu_bench(bench_distill DEPS drafteu_distill)

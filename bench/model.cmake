@@ -1,0 +1,1 @@
+drafteu_bench(bench_model DEPS drafteu_model)

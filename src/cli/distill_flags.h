@@ -1,0 +1,27 @@
+// Flags shared by the distillation subcommands: a JSON config file, an output directory, and
+// overrides (named flags and generic --set key.path=value) applied on top of the file.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace drafteu::cli {
+
+struct DistillFlags {
+  std::string config, out, target, data;
+  std::vector<std::string> sets;
+  std::optional<uint64_t> seed;
+  std::optional<int64_t> max_steps, save_every, stop_after;
+  bool quiet = false;
+};
+
+void add_distill_flags(CLI::App* cmd, DistillFlags& f, bool training);
+// The config file (or {}) with the flags applied; "train.*" keys for the training flags.
+nlohmann::json resolve_config(const DistillFlags& f);
+// config[key] as a string ("" when absent); errors name the config and the key.
+std::string config_string(const nlohmann::json& config, const char* key);
+
+}  // namespace drafteu::cli

@@ -1,0 +1,42 @@
+// drafteu testbed: builds (or reuses) the arithmetic testbed: task data, tokenizer, a pretrained
+// target and draft bases, and prints their accuracies.
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "eval/testbed_models.h"
+
+namespace drafteu::cli {
+
+void add_testbed_command(CLI::App& app, GlobalOptions&) {
+  auto o = std::make_shared<eval::TestbedOptions>();
+  auto out = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand(
+      "testbed", "Build or reuse the arithmetic testbed (task, tokenizer, target, drafts)");
+  cmd->add_option("--out", *out, "cache directory; the testbed goes to OUT/testbed-<hash>")
+      ->required();
+  cmd->add_option("--seed", o->task.seed, "task seed");
+  cmd->add_option("--difficulty", o->task.difficulty, "number ranges, 0 (small) .. 1 (large)")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--train", o->n_train, "training problems");
+  cmd->add_option("--test", o->n_test, "test problems");
+  cmd->add_option("--target-steps", o->target_train.steps, "target pretraining steps");
+  auto* hidden = cmd->add_option("--target-hidden", o->target_shape.hidden, "target hidden size");
+  cmd->add_option("--target-layers", o->target_shape.layers, "target layers");
+  cmd->add_option("--target-lr", o->target_train.lr, "target peak learning rate");
+  cmd->add_option("--draft-steps", o->drafts[0].train.steps, "draft pretraining steps");
+  cmd->add_option("--vocab", o->bpe.vocab_size, "BPE vocabulary size");
+  cmd->callback([o, out, hidden] {
+    // SwiGLU's usual ~8/3 ratio, rounded to a multiple of 16.
+    if (hidden->count() > 0)
+      o->target_shape.intermediate = o->target_shape.hidden * 8 / 3 / 16 * 16;
+    const auto tb = eval::build_testbed(*o, *out, &std::cerr);
+    nlohmann::json summary{{"dir", tb.dir.string()},
+                           {"from_cache", tb.from_cache},
+                           {"target", tb.info.at("target")},
+                           {"drafts", tb.info.at("drafts")}};
+    std::cout << summary.dump(2) << std::endl;
+  });
+}
+
+}  // namespace drafteu::cli

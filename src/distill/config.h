@@ -1,0 +1,47 @@
+// JSON forms of the distillation configs (the files `--config` reads and manifests record).
+// Parsing starts from a method's defaults, takes only the fields present, and rejects unknown
+// fields and wrong types with an error naming the source and the field.
+#pragma once
+#include <filesystem>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "distill/gkd.h"
+#include "distill/minillm.h"
+#include "distill/osd.h"
+#include "distill/trainer.h"
+#include "family/lora.h"
+#include "family/noise.h"
+#include "model/checkpoint.h"
+
+namespace drafteu::distill {
+
+nlohmann::json read_json_file(const std::filesystem::path& path);  // a JSON object
+
+nlohmann::json to_json(const TrainConfig& c);
+nlohmann::json to_json(const LoraConfig& c);
+nlohmann::json to_json(const NoiseConfig& c);
+nlohmann::json to_json(const OnPolicyConfig& c);
+nlohmann::json to_json(const OsdConfig& c);
+nlohmann::json to_json(const GkdConfig& c);
+nlohmann::json to_json(const MiniLLMConfig& c);
+
+TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& source,
+                                   TrainConfig defaults);
+LoraConfig lora_config_from_json(const nlohmann::json& j, const std::string& source,
+                                 LoraConfig defaults);
+NoiseConfig noise_config_from_json(const nlohmann::json& j, const std::string& source,
+                                   NoiseConfig defaults = NoiseConfig::target_family(0));
+OnPolicyConfig on_policy_config_from_json(const nlohmann::json& j, const std::string& source,
+                                          OnPolicyConfig defaults);
+
+// Throws unless every key of object `j` is in `known`.
+void check_fields(const nlohmann::json& j, const std::string& source,
+                  std::initializer_list<const char*> known);
+
+// A model: a path (HF directory or .gguf) or "preset:NAME[:SEED]" (random init, for tests and
+// benchmarks). `field` names the config field in errors.
+LoadedModel load_model_spec(const std::string& spec, const std::string& field);
+
+}  // namespace drafteu::distill

@@ -1,0 +1,231 @@
+#include "distill/drafts.h"
+
+#include <algorithm>
+
+#include "distill/config.h"
+#include "distill/losses.h"
+#include "family/peft.h"
+#include "family/seeding.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace drafteu::distill {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+DraftStrategy parse_draft_strategy(const std::string& name) {
+  if (name == "ddd") return DraftStrategy::DDD;
+  if (name == "idd") return DraftStrategy::IDD;
+  if (name == "fdd") return DraftStrategy::FDD;
+  fail("--strategy: unknown draft strategy '", name, "' (known: ddd, idd, fdd)");
+}
+
+std::string draft_strategy_name(DraftStrategy s) {
+  switch (s) {
+    case DraftStrategy::DDD:
+      return "ddd";
+    case DraftStrategy::IDD:
+      return "idd";
+    case DraftStrategy::FDD:
+      return "fdd";
+  }
+  return "?";
+}
+
+LoraConfig DraftFamilyConfig::default_lora() {
+  LoraConfig c;
+  c.r = 16, c.alpha = 32, c.dropout = 0.1;
+  c.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return c;
+}
+
+TrainConfig DraftFamilyConfig::default_train() {
+  TrainConfig t;
+  t.lr = 7e-5, t.weight_decay = 0.01;
+  t.schedule.kind = "linear", t.schedule.warmup_steps = 150;
+  t.batch_size = 8, t.grad_accum = 2, t.epochs = 1;
+  return t;
+}
+
+void DraftFamilyConfig::validate(const std::string& source) const {
+  if (splits < 1) fail(source, ": --splits must be >= 1, got ", splits);
+  if (per_split < 1) fail(source, ": --per-split must be >= 1, got ", per_split);
+  if (teacher != "member" && teacher != "target")
+    fail(source, ": teacher '", teacher, "' is not one of member, target");
+  lora.validate(source + " lora");
+  teacher_noise.validate();
+  init_noise.validate();
+}
+
+std::string DraftJob::name() const {
+  return cat("draft-s", split, "-m", member);
+}
+
+std::vector<DraftJob> plan_draft_family(const DraftFamilyConfig& c) {
+  c.validate("draft family");
+  std::vector<DraftJob> jobs;
+  for (int64_t s = 0; s < c.splits; ++s)
+    for (int64_t m = 0; m < c.per_split; ++m) {
+      DraftJob j;
+      j.index = s * c.per_split + m, j.split = s, j.member = m;
+      j.partitioned = c.strategy != DraftStrategy::IDD;
+      j.init_noise = c.strategy != DraftStrategy::DDD;
+      jobs.push_back(j);
+    }
+  return jobs;
+}
+
+DraftJob find_draft_job(const std::vector<DraftJob>& jobs, int64_t split, int64_t member) {
+  for (const auto& j : jobs)
+    if (j.split == split && j.member == member) return j;
+  fail("--only ", split, ",", member, ": no such draft (splits x per-split is ",
+       jobs.empty() ? 0 : jobs.back().split + 1, " x ", jobs.empty() ? 0 : jobs.back().member + 1,
+       ")");
+}
+
+MemberDeltas draft_init_deltas(LlamaForCausalLMImpl& base, const DraftFamilyConfig& c,
+                               const DraftJob& job) {
+  if (!job.init_noise) return {};
+  return NoiseSampler(base, c.init_noise).member(job.index);
+}
+
+std::vector<Sample> draft_job_data(const std::vector<Sample>& all, const DraftFamilyConfig& c,
+                                   const DraftJob& job) {
+  if (!job.partitioned) return all;
+  return select_partition(all, c.splits, job.split, c.partition_seed);
+}
+
+DraftObjective::DraftObjective(LlamaForCausalLM draft_base, Teacher teacher, LoraConfig lora,
+                               MemberDeltas init_deltas, uint64_t init_seed, std::string name)
+    : base_(std::move(draft_base)),
+      teacher_(std::move(teacher)),
+      init_(std::move(init_deltas)),
+      name_(std::move(name)) {
+  if (!teacher_.model) fail("draft: no teacher model");
+  if (teacher_.model->config().vocab_size != base_->config().vocab_size)
+    fail("draft: the draft's vocabulary (", base_->config().vocab_size,
+         ") differs from the target's (", teacher_.model->config().vocab_size, ")");
+  for (auto& p : base_->parameters()) p.set_requires_grad(false);
+  for (auto& p : teacher_.model->parameters()) p.set_requires_grad(false);
+  torch::manual_seed(mix_seed({init_seed, 0x10b}));
+  lora_ = LoraAdapter(*base_, std::move(lora));
+}
+
+MicroLoss DraftObjective::loss(const Batch& batch, const StepContext&) {
+  // Teacher first, with nothing of the student attached (the bases may be one model).
+  auto teacher = teacher_logits(teacher_, batch);
+  AttachedDeltas init;
+  if (!init_.empty()) init = attach_member(*base_, init_);
+  lora_->attach(*base_);
+  auto student = loss_position_logits(*base_, batch);
+  lora_->detach();
+  MicroLoss out;
+  out.loss = forward_kl_loss(student, teacher);
+  out.tokens = student.size(0);
+  return out;
+}
+
+json DraftObjective::describe() const {
+  return {{"lora", to_json(lora_->config())},
+          {"init_noise", !init_.empty()},
+          {"teacher_member", !teacher_.deltas.empty()}};
+}
+
+TrainResult train_draft_job(LlamaForCausalLM draft_base, LlamaForCausalLM target,
+                            const std::vector<Sample>& all, const DraftFamilyConfig& c,
+                            const DraftJob& job, const TrainConfig& train_config,
+                            const fs::path& out, json run_info) {
+  c.validate("draft family");
+  const fs::path dir = out / job.name();
+  Teacher teacher{target, {}};
+  if (c.teacher == "member")
+    teacher.deltas = NoiseSampler(*target, c.teacher_noise).member(job.member);
+  auto data = draft_job_data(all, c, job);
+  if (data.empty()) fail("draft ", job.name(), ": its partition holds no samples");
+  TrainConfig tc = train_config;
+  tc.seed = mix_seed({train_config.seed, static_cast<uint64_t>(job.index)});
+  json desc = {{"index", job.index},
+               {"split", job.split},
+               {"member", job.member},
+               {"partitioned", job.partitioned},
+               {"init_noise", job.init_noise},
+               {"strategy", draft_strategy_name(c.strategy)},
+               {"splits", c.splits},
+               {"per_split", c.per_split},
+               {"partition_seed", c.partition_seed},
+               {"teacher", c.teacher},
+               {"teacher_noise", to_json(c.teacher_noise)},
+               {"init_noise_config", to_json(c.init_noise)}};
+  fs::create_directories(dir);
+  write_file_atomic(dir / "draft.json", desc.dump(2) + "\n");
+  DraftObjective objective(draft_base, teacher, c.lora, draft_init_deltas(*draft_base, c, job),
+                           tc.seed, job.name());
+  run_info["draft"] = desc;
+  return train(objective, data, tc, dir, run_info);
+}
+
+MemberDeltas combine_deltas(const MemberDeltas& a, const MemberDeltas& b) {
+  MemberDeltas out = a;
+  for (const auto& [name, t] : b) {
+    auto it = out.find(name);
+    if (it == out.end()) {
+      out[name] = t;
+      continue;
+    }
+    const LowRankTerm& u = it->second;
+    if (u.per_token() || t.per_token()) fail("combine_deltas: per-token terms cannot be combined");
+    LowRankTerm sum;
+    sum.a = torch::cat({u.a, t.a}, 0);
+    sum.b = torch::cat({u.b * u.scale, t.b * t.scale}, 1);
+    sum.scale = 1.0;
+    it->second = sum;
+  }
+  return out;
+}
+
+LowRankFamily load_draft_family(const fs::path& family_dir, LlamaForCausalLM draft_base) {
+  if (!fs::is_directory(family_dir)) fail(family_dir.string(), ": not a directory");
+  std::vector<std::pair<int64_t, fs::path>> found;
+  for (const auto& e : fs::directory_iterator(family_dir))
+    if (e.is_directory() && e.path().filename().string().rfind("draft-", 0) == 0 &&
+        fs::exists(e.path() / "draft.json"))
+      found.emplace_back(0, e.path());
+  if (found.empty()) fail(family_dir.string(), ": holds no draft-*/draft.json");
+  std::vector<json> descs;
+  for (auto& [index, dir] : found) {
+    descs.push_back(json::parse(read_text_file(dir / "draft.json")));
+    index = descs.back().at("index").get<int64_t>();
+  }
+  std::vector<size_t> order(found.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t x, size_t y) { return found[x].first < found[y].first; });
+  std::vector<MemberDeltas> members;
+  for (auto i : order) {
+    const fs::path adapter_dir = found[i].second / "adapter";
+    if (!fs::exists(adapter_dir / "adapter_config.json"))
+      fail(found[i].second.string(), ": draft has no finished adapter/ (still training?)");
+    auto lora = load_peft_adapter(adapter_dir, *draft_base);
+    MemberDeltas m = lora->to_member();
+    const json& d = descs[i];
+    if (d.at("init_noise").get<bool>()) {
+      auto noise = noise_config_from_json(d.at("init_noise_config"),
+                                          (found[i].second / "draft.json").string());
+      m = combine_deltas(NoiseSampler(*draft_base, noise).member(found[i].first), m);
+    }
+    members.push_back(std::move(m));
+  }
+  return LowRankFamily(draft_base, std::move(members));
+}
+
+LowRankFamily noisy_draft_family(LlamaForCausalLM draft_base, const MemberDeltas& trained,
+                                 int64_t k, const NoiseConfig& noise) {
+  if (k < 1) fail("noisy draft family: K must be >= 1, got ", k);
+  NoiseSampler sampler(*draft_base, noise);
+  std::vector<MemberDeltas> members;
+  for (int64_t i = 0; i < k; ++i) members.push_back(combine_deltas(trained, sampler.member(i)));
+  return LowRankFamily(draft_base, std::move(members));
+}
+
+}  // namespace drafteu::distill

@@ -1,0 +1,100 @@
+// Draft families (§4.3, B.6): K drafts, each the draft base + its own LoRA, distilled by forward KL
+// from a member of the target family.
+//   DDD  S×M drafts; draft (s, m) trains on prompt partition s against target member m.
+//   IDD  every draft on the full data, each from its own initial noise N(0, 0.5²) (a fixed
+//        low-rank delta under the LoRA); draft (s, m) still learns from member m (set
+//        teacher = "target" for the plain target).
+//   FDD  both: partition s, member m and its own initial noise.
+// Each draft is an independent job (its own output directory) so a family can be trained on
+// several machines; the family is gathered by path afterwards. Also the inference-time families
+// of the baselines: "K only" (one trained draft + K noise draws) and untrained drafts.
+#pragma once
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "distill/forward.h"
+#include "distill/trainer.h"
+#include "family/low_rank_family.h"
+#include "family/noise.h"
+
+namespace drafteu::distill {
+
+enum class DraftStrategy { DDD, IDD, FDD };
+DraftStrategy parse_draft_strategy(const std::string& name);  // "ddd" | "idd" | "fdd"
+std::string draft_strategy_name(DraftStrategy s);
+
+struct DraftFamilyConfig {
+  DraftStrategy strategy = DraftStrategy::DDD;
+  int64_t splits = 2;     // S
+  int64_t per_split = 3;  // M
+  uint64_t partition_seed = 0;
+  std::string teacher = "member";  // "member" (draft (s, m) <- member m) | "target"
+  NoiseConfig teacher_noise = NoiseConfig::target_family(0);
+  NoiseConfig init_noise = NoiseConfig::draft_init(1);
+  LoraConfig lora = default_lora();
+
+  static LoraConfig
+  default_lora();  // Table 8: all seven linear modules, r 16, alpha 32, dropout 0.1
+  static TrainConfig
+  default_train();  // Table 8: lr 7e-5, warmup 150 steps, batch 8, accum 2, 1 epoch
+  void validate(const std::string& source) const;
+};
+
+struct DraftJob {
+  int64_t index = 0;  // s·M + m
+  int64_t split = 0, member = 0;
+  bool partitioned = true;   // trains on partition `split` only
+  bool init_noise = false;   // starts from init-noise member `index`
+  std::string name() const;  // "draft-s0-m1"
+};
+std::vector<DraftJob> plan_draft_family(const DraftFamilyConfig& config);
+// "--only s,m" / "--job i" selection; errors name the flag.
+DraftJob find_draft_job(const std::vector<DraftJob>& jobs, int64_t split, int64_t member);
+
+// The fixed deltas a draft starts from (empty unless job.init_noise).
+MemberDeltas draft_init_deltas(LlamaForCausalLMImpl& draft_base, const DraftFamilyConfig& config,
+                               const DraftJob& job);
+// The data a job trains on.
+std::vector<Sample> draft_job_data(const std::vector<Sample>& all, const DraftFamilyConfig& config,
+                                   const DraftJob& job);
+
+// Forward-KL distillation of one draft.
+class DraftObjective : public Objective {
+ public:
+  DraftObjective(LlamaForCausalLM draft_base, Teacher teacher, LoraConfig lora,
+                 MemberDeltas init_deltas, uint64_t init_seed, std::string name = "draft");
+  std::string name() const override { return name_; }
+  LoraAdapterImpl& adapter() override { return *lora_; }
+  MicroLoss loss(const Batch& batch, const StepContext& ctx) override;
+  nlohmann::json describe() const override;
+
+ private:
+  LlamaForCausalLM base_;
+  Teacher teacher_;
+  MemberDeltas init_;
+  LoraAdapter lora_{nullptr};
+  std::string name_;
+};
+
+// Trains job `job` into out/<job.name()>/ (resumable; writes draft.json describing the job).
+TrainResult train_draft_job(LlamaForCausalLM draft_base, LlamaForCausalLM target,
+                            const std::vector<Sample>& all, const DraftFamilyConfig& config,
+                            const DraftJob& job, const TrainConfig& train_config,
+                            const std::filesystem::path& out, nlohmann::json run_info = {});
+
+// Two members' terms on the same modules summed as one term of concatenated rank.
+MemberDeltas combine_deltas(const MemberDeltas& a, const MemberDeltas& b);
+
+// The drafts under `family_dir` (every draft-*/ holding adapter/ and draft.json) as one family
+// over `draft_base`, in job order. Errors name the directory.
+LowRankFamily load_draft_family(const std::filesystem::path& family_dir,
+                                LlamaForCausalLM draft_base);
+
+// "K only": `trained` (a draft's deltas) plus K noise draws of `noise`; with `trained` empty this
+// is the untrained-drafts baseline (base draft + K noise draws).
+LowRankFamily noisy_draft_family(LlamaForCausalLM draft_base, const MemberDeltas& trained,
+                                 int64_t k, const NoiseConfig& noise);
+
+}  // namespace drafteu::distill

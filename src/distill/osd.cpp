@@ -1,0 +1,64 @@
+#include "distill/osd.h"
+
+#include "distill/config.h"
+#include "distill/forward.h"
+#include "distill/losses.h"
+#include "family/seeding.h"
+#include "util/error.h"
+
+namespace drafteu::distill {
+
+LoraConfig OsdConfig::default_lora() {
+  LoraConfig c;
+  c.r = 16, c.alpha = 32, c.dropout = 0.1;
+  c.target_modules = {"q_proj", "v_proj"};
+  return c;
+}
+
+TrainConfig OsdConfig::default_train() {
+  TrainConfig t;
+  t.lr = 3e-4, t.weight_decay = 0.01;
+  t.schedule.kind = "linear", t.schedule.warmup_ratio = 0.1;
+  t.batch_size = 8, t.grad_accum = 8, t.epochs = 12;
+  return t;
+}
+
+void OsdConfig::validate(const std::string& source) const {
+  lora.validate(source + " lora");
+  teacher_noise.validate();
+  if (n_teachers < 1) fail(source, ": n_teachers must be >= 1");
+}
+
+std::vector<MemberDeltas> osd_teachers(LlamaForCausalLMImpl& target, const OsdConfig& config,
+                                       const StepContext& ctx) {
+  auto noise = config.teacher_noise;
+  noise.seed = mix_seed(
+      {ctx.seed, static_cast<uint64_t>(ctx.step), static_cast<uint64_t>(ctx.micro), 0x05d});
+  return NoiseSampler(target, noise).members(config.n_teachers);
+}
+
+OsdObjective::OsdObjective(LlamaForCausalLM target, OsdConfig config, uint64_t init_seed)
+    : target_(std::move(target)), config_(std::move(config)) {
+  config_.validate("osd");
+  for (auto& p : target_->parameters()) p.set_requires_grad(false);
+  torch::manual_seed(mix_seed({init_seed, 0x10a}));
+  lora_ = LoraAdapter(*target_, config_.lora);
+}
+
+MicroLoss OsdObjective::loss(const Batch& batch, const StepContext& ctx) {
+  lora_->detach();  // teachers are the plain target plus noise
+  auto teachers = members_logits(*target_, osd_teachers(*target_, config_, ctx), batch);
+  lora_->attach(*target_);
+  auto student = loss_position_logits(*target_, batch);
+  lora_->detach();
+  MicroLoss out;
+  out.loss = forward_kl_loss(student, teachers);
+  out.tokens = student.size(0);
+  return out;
+}
+
+nlohmann::json OsdObjective::describe() const {
+  return to_json(config_);
+}
+
+}  // namespace drafteu::distill

@@ -1,0 +1,216 @@
+#include "distill/trainer.h"
+
+#include <malloc.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include "distill/checkpoint.h"
+#include "distill/config.h"
+#include "distill/manifest.h"
+#include "distill/progress.h"
+#include "family/peft.h"
+#include "family/seeding.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace drafteu::distill {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+int64_t micro_per_epoch(const TrainConfig& c, int64_t samples) {
+  return (samples + c.batch_size - 1) / c.batch_size;
+}
+
+int64_t total_micro(const TrainConfig& c, int64_t samples) {
+  if (c.max_steps > 0) return c.max_steps * c.grad_accum;
+  return static_cast<int64_t>(
+      std::ceil(c.epochs * static_cast<double>(micro_per_epoch(c, samples)) - 1e-9));
+}
+
+// Keeps metrics lines of steps <= `step` (a resumed run rewrites the steps after it).
+void truncate_metrics(const fs::path& file, int64_t step) {
+  if (!fs::exists(file)) return;
+  std::ifstream in(file);
+  std::string line, kept;
+  while (std::getline(in, line)) {
+    try {
+      if (json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+    } catch (const json::exception&) {  // a torn last line
+    }
+  }
+  write_file_atomic(file, kept);
+}
+
+}  // namespace
+
+void TrainConfig::validate(const std::string& source) const {
+  if (!(lr > 0)) fail(source, ": lr must be > 0");
+  if (weight_decay < 0) fail(source, ": weight_decay must be >= 0");
+  if (batch_size < 1) fail(source, ": batch_size must be >= 1");
+  if (grad_accum < 1) fail(source, ": grad_accum must be >= 1");
+  if (!(epochs > 0) && max_steps <= 0) fail(source, ": epochs must be > 0 (or set max_steps)");
+  if (max_seq_len < 2) fail(source, ": max_seq_len must be >= 2");
+  if (max_grad_norm < 0) fail(source, ": max_grad_norm must be >= 0");
+  if (dtype != "f32")
+    fail(source, ": dtype '", dtype, "' is not supported (bf16 training needs a GPU build)");
+  schedule.validate(source);
+}
+
+Batch Objective::batch_for(const std::vector<const Sample*>& rows, int64_t max_len,
+                           const StepContext&) {
+  return make_batch(rows, max_len);
+}
+
+int64_t total_steps(const TrainConfig& c, int64_t samples) {
+  if (c.max_steps > 0) return c.max_steps;
+  return (total_micro(c, samples) + c.grad_accum - 1) / c.grad_accum;
+}
+
+std::vector<int64_t> micro_batch_indices(const TrainConfig& c, int64_t samples, int64_t g) {
+  const int64_t per_epoch = micro_per_epoch(c, samples);
+  const int64_t epoch = g / per_epoch, pos = g % per_epoch;
+  std::vector<int64_t> order(static_cast<size_t>(samples));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(mix_seed({c.seed, static_cast<uint64_t>(epoch), 0xe90c}));
+  for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng() % i]);
+  const int64_t begin = pos * c.batch_size, end = std::min(samples, begin + c.batch_size);
+  return {order.begin() + begin, order.begin() + end};
+}
+
+void tune_malloc_for_training() {
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 1 << 30);
+}
+
+TrainResult train(Objective& objective, const std::vector<Sample>& data, const TrainConfig& config,
+                  const fs::path& out, const json& run_info) {
+  config.validate("training config");
+  if (data.empty()) fail("train: no training samples");
+  tune_malloc_for_training();
+  fs::create_directories(out);
+  const auto n = static_cast<int64_t>(data.size());
+  const int64_t steps = total_steps(config, n), micros = total_micro(config, n);
+
+  LoraAdapterImpl& adapter = objective.adapter();
+  auto params = adapter.parameters();
+  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(config.lr)
+                                            .betas({config.adam_beta1, config.adam_beta2})
+                                            .eps(config.adam_eps)
+                                            .weight_decay(config.weight_decay));
+  int64_t start = 0;
+  if (auto ck = load_latest_checkpoint(out, adapter, optimizer)) {
+    start = ck->step;
+    if (ck->info.value("seed", config.seed) != config.seed)
+      fail(out.string(), ": checkpoint was made with seed ", ck->info.value("seed", uint64_t{0}),
+           ", this run uses ", config.seed, " (use a fresh --out)");
+  }
+  const fs::path metrics_file = out / "metrics.jsonl";
+  truncate_metrics(metrics_file, start);
+  std::ofstream metrics(metrics_file, std::ios::app);
+
+  TrainResult result;
+  result.total_steps = steps;
+  result.steps_done = start;
+  Progress progress(objective.name(), steps, start, config.log_every, config.progress);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t done_this_run = 0;
+  for (int64_t step = start; step < steps; ++step) {
+    const double lr = config.lr * lr_multiplier(config.schedule, step, steps);
+    for (auto& group : optimizer.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    optimizer.zero_grad();
+    adapter.train();
+    double loss_sum = 0;
+    int64_t tokens = 0, micro_count = 0;
+    std::map<std::string, double> extra;
+    for (int64_t a = 0; a < config.grad_accum; ++a) {
+      const int64_t g = step * config.grad_accum + a;
+      if (g >= micros) break;
+      std::vector<const Sample*> rows;
+      for (auto i : micro_batch_indices(config, n, g))
+        rows.push_back(&data[static_cast<size_t>(i)]);
+      StepContext ctx{config.seed, step, a};
+      torch::manual_seed(mix_seed({config.seed, static_cast<uint64_t>(step),
+                                   static_cast<uint64_t>(a), 0xd40f}));  // dropout
+      Batch batch = objective.batch_for(rows, config.max_seq_len, ctx);
+      if (batch.loss_tokens() == 0) continue;
+      MicroLoss ml = objective.loss(batch, ctx);
+      (ml.loss / static_cast<double>(config.grad_accum)).backward();
+      loss_sum += ml.loss.item<double>();
+      tokens += batch.attention.sum().item<int64_t>();
+      ++micro_count;
+      for (const auto& [k, v] : ml.metrics) extra[k] += v;
+    }
+    double grad_norm = 0;
+    if (config.max_grad_norm > 0)
+      grad_norm = torch::nn::utils::clip_grad_norm_(params, config.max_grad_norm);
+    optimizer.step();
+    const double loss = micro_count ? loss_sum / static_cast<double>(micro_count) : 0.0;
+    result.last_loss = loss;
+    json line = {{"step", step + 1},
+                 {"loss", loss},
+                 {"lr", lr},
+                 {"grad_norm", grad_norm},
+                 {"tokens", tokens},
+                 {"elapsed_s",
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+    for (const auto& [k, v] : extra)
+      line[k] = v / static_cast<double>(std::max<int64_t>(micro_count, 1));
+    metrics << line.dump() << "\n" << std::flush;
+    progress.update(step + 1, loss, tokens);
+    result.steps_done = step + 1;
+    ++done_this_run;
+    const bool last = step + 1 == steps;
+    const bool stop = config.stop_after > 0 && done_this_run >= config.stop_after && !last;
+    if (last || stop || (config.save_every > 0 && (step + 1) % config.save_every == 0)) {
+      json st = {{"seed", config.seed},
+                 {"data_cursor", std::min(micros, (step + 1) * config.grad_accum)},
+                 {"total_steps", steps},
+                 {"loss", loss},
+                 {"rng", "every draw is a function of (seed, step, micro-batch)"}};
+      save_checkpoint(out, step + 1, adapter, optimizer, st, config.keep_checkpoints);
+    }
+    if (stop) {
+      progress.finish();
+      return result;
+    }
+  }
+  progress.finish();
+
+  std::set<int64_t> seen;
+  for (int64_t g = 0; g < micros; ++g)
+    for (auto i : micro_batch_indices(config, n, g))
+      seen.insert(data[static_cast<size_t>(i)].prompt_index);
+  result.prompts_seen.assign(seen.begin(), seen.end());
+  result.finished = true;
+  result.adapter_dir = out / "adapter";
+  adapter.eval();
+  save_peft_adapter(adapter, result.adapter_dir);
+
+  json manifest = run_info;
+  manifest["method"] = objective.name();
+  manifest["objective"] = objective.describe();
+  manifest["train"] = to_json(config);
+  manifest["seed"] = config.seed;
+  manifest["samples"] = n;
+  if (run_info.contains("data") && run_info["data"].is_string()) {
+    const fs::path p = run_info["data"].get<std::string>();
+    if (fs::exists(p)) manifest["data_sha256"] = sha256_file(p);
+  }
+  manifest["final"] = {{"steps", steps}, {"loss", result.last_loss}};
+  manifest["prompts_seen"] = result.prompts_seen;
+  write_manifest(out, manifest);
+  return result;
+}
+
+}  // namespace drafteu::distill

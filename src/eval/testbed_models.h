@@ -1,0 +1,105 @@
+// The testbed's models: a BPE tokenizer trained on generated problems, a small target and
+// smaller draft bases pretrained from scratch on them (causal LM, AdamW, cosine schedule), and
+// greedy-decoding accuracy. Built once per configuration and cached as HF directories.
+#pragma once
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "eval/bpe_trainer.h"
+#include "eval/testbed_task.h"
+#include "model/llama.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace drafteu::eval {
+
+struct ModelShape {
+  int64_t hidden = 128, intermediate = 384, layers = 4, heads = 4, kv_heads = 4;
+};
+
+struct PretrainOptions {
+  int64_t steps = 1000;
+  int64_t batch_size = 32;
+  double lr = 3e-3;
+  double min_lr_ratio = 0.1;  // cosine decays to lr * this
+  int64_t warmup = 50;
+  double weight_decay = 0.01;
+  double clip_norm = 1.0;
+  uint64_t seed = 1;       // initialisation and batch order
+  int64_t log_every = 50;  // progress lines; 0 = none
+};
+
+struct PretrainStats {
+  std::vector<double> losses;  // one per step
+  int64_t tokens = 0;
+  double seconds = 0;      // wall clock
+  double cpu_seconds = 0;  // this process, all threads (a fairer measure on a shared machine)
+};
+
+// Text a model sees: the prompt ends where the answer begins.
+std::string prompt_text(const Problem& p);    // "Question: ...\nAnswer:"
+std::string training_text(const Problem& p);  // prompt + " " + solution
+
+LlamaConfig testbed_config(const ModelShape& shape, int64_t vocab_size, int64_t max_positions);
+// Fresh weights, N(0, 0.02) matrices and unit norms, from `seed`.
+LlamaForCausalLM init_model(const LlamaConfig& config, uint64_t seed);
+
+// Full-parameter next-token cross-entropy on `sequences` (token ids, BOS/EOS included).
+PretrainStats pretrain(LlamaForCausalLMImpl& model,
+                       const std::vector<std::vector<int64_t>>& sequences,
+                       const PretrainOptions& options, std::ostream* log = nullptr,
+                       const std::string& label = "model");
+
+// Greedy continuations of `prompts` (left-padded batches with a KV cache), stopping at EOS.
+std::vector<std::string> greedy_complete(LlamaForCausalLMImpl& model, const Tokenizer& tok,
+                                         const std::vector<std::string>& prompts,
+                                         int64_t max_new_tokens = 160, int64_t batch_size = 64);
+
+struct AccuracyReport {
+  double accuracy = 0;
+  std::vector<int> correct;
+  std::vector<std::string> responses;
+};
+AccuracyReport evaluate_accuracy(LlamaForCausalLMImpl& model, const Tokenizer& tok,
+                                 const std::vector<Problem>& problems, int64_t batch_size = 64);
+
+struct DraftSpec {
+  std::string name = "draft";
+  ModelShape shape{64, 192, 2, 4, 4};
+  PretrainOptions train{};
+};
+
+struct TestbedOptions {
+  TaskOptions task{};
+  size_t n_train = 6000, n_test = 300;
+  BpeOptions bpe{};
+  ModelShape target_shape{};
+  PretrainOptions target_train{};
+  std::vector<DraftSpec> drafts{DraftSpec{}};
+  int64_t max_positions = 320;
+  size_t eval_problems = 300;  // test problems whose accuracy is measured and recorded
+
+  TestbedOptions();  // the tuned defaults
+  nlohmann::json to_json() const;
+  std::string key() const;  // hash of to_json(): the cache directory's name
+};
+
+struct Testbed {
+  std::filesystem::path dir;  // <cache>/testbed-<key>
+  std::filesystem::path target_dir;
+  std::vector<std::filesystem::path> draft_dirs;
+  std::filesystem::path train_jsonl, test_jsonl;
+  nlohmann::json info;  // testbed.json: options, accuracies, losses, wall times
+  bool from_cache = false;
+};
+
+// Builds the testbed under cache_dir (temp dir, then an atomic rename) or reuses it.
+Testbed build_testbed(const TestbedOptions& options, const std::filesystem::path& cache_dir,
+                      std::ostream* log = nullptr);
+
+}  // namespace drafteu::eval

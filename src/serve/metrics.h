@@ -1,0 +1,45 @@
+// Server metrics in Prometheus' text exposition format: requests by route and status, tokens
+// generated, speculative acceptance, histograms of per-token eu_hat and request latency.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace drafteu::serve {
+
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void observe(double v);
+  // "name_bucket{le=...} n" lines (cumulative), name_sum and name_count.
+  void write(std::string& out, const std::string& name) const;
+
+ private:
+  std::vector<double> bounds_;
+  std::vector<uint64_t> counts_;  // per bucket, the last one +Inf
+  double sum_ = 0;
+  uint64_t count_ = 0;
+};
+
+class Metrics {
+ public:
+  Metrics();
+  void count_request(const std::string& route, int status);
+  void observe_latency(double seconds);
+  void add_generation(int64_t tokens, int64_t proposed, int64_t accepted,
+                      const std::vector<double>& eu_hat);
+  void set_queue_depth(int64_t depth);
+  std::string prometheus() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_;
+  uint64_t tokens_ = 0, proposed_ = 0, accepted_ = 0;
+  int64_t queue_depth_ = 0;
+  Histogram eu_, latency_;
+};
+
+}  // namespace drafteu::serve

@@ -1,0 +1,320 @@
+#include "serve/server.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include "util/error.h"
+
+namespace drafteu::serve {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string sse(const json& j) {
+  return "data: " + dump(j) + "\n\n";
+}
+
+void reply(httplib::Response& res, const ApiError& e) {
+  res.status = e.status;
+  res.set_content(dump(e.body()), "application/json");
+}
+
+}  // namespace
+
+// One request between its HTTP thread and the worker: stream events or the final body.
+struct Server::Job {
+  CompletionRequest req;
+  std::vector<int64_t> prompt;
+  std::string id;
+  int64_t created = 0;
+  uint64_t number = 0;
+  Clock::time_point t0 = Clock::now();
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::string> events;  // server-sent events not yet written
+  bool done = false;
+  int status = 200;
+  std::string body;
+  std::atomic<bool> cancelled{false};  // the client went away
+
+  void push(std::string event) {
+    std::lock_guard lock(mu);
+    events.push_back(std::move(event));
+    cv.notify_all();
+  }
+  void finish(int s, std::string b) {
+    std::lock_guard lock(mu);
+    status = s;
+    body = std::move(b);
+    done = true;
+    cv.notify_all();
+  }
+  void fail(const ApiError& e) {
+    if (req.stream) {
+      push(sse(e.body()));
+      push("data: [DONE]\n\n");
+    }
+    finish(e.status, dump(e.body()));
+  }
+};
+
+Server::Server(SpeculativeDecoder& decoder, std::shared_ptr<Tokenizer> tokenizer,
+               ServerConfig config)
+    : decoder_(decoder),
+      tok_(std::move(tokenizer)),
+      config_(std::move(config)),
+      http_(std::make_unique<httplib::Server>()) {
+  if (!tok_) fail("serve: the model has no tokenizer");
+  if (config_.max_queue < 0) fail("serve: --max-queue must be >= 0");
+  seed_base_ = std::random_device{}();
+  routes();
+}
+
+Server::~Server() {
+  stop();
+}
+
+bool Server::authorized(const std::string& header) const {
+  if (config_.api_key.empty()) return true;
+  return header == "Bearer " + config_.api_key;
+}
+
+void Server::routes() {
+  auto& s = *http_;
+  s.set_payload_max_length(config_.max_body_bytes);
+  const int threads = config_.http_threads;
+  s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  // httplib's own errors (unknown route, body too large, unreadable request) get OpenAI's body.
+  s.set_error_handler(httplib::Server::Handler([](const httplib::Request&, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    ApiError e;
+    e.status = res.status;
+    e.message = res.status == 404   ? "unknown route"
+                : res.status == 413 ? "request body too large"
+                                    : "bad request";
+    e.code = res.status == 404 ? "not_found" : res.status == 413 ? "payload_too_large" : "";
+    reply(res, e);
+  }));
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+    reply(res, {500, "internal error", "server_error", "", ""});
+  });
+
+  s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(dump({{"status", "ok"}}), "application/json");
+    metrics_.count_request("/health", 200);
+  });
+  s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req.get_header_value("Authorization"))) {
+      reply(res,
+            {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
+      return;
+    }
+    res.set_content(metrics_.prometheus(), "text/plain; version=0.0.4");
+  });
+  s.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!authorized(req.get_header_value("Authorization"))) {
+      reply(res,
+            {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
+      metrics_.count_request("/v1/models", 401);
+      return;
+    }
+    json model = {
+        {"id", config_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "drafteu"}};
+    res.set_content(dump({{"object", "list"}, {"data", json::array({model})}}), "application/json");
+    metrics_.count_request("/v1/models", 200);
+  });
+
+  auto completion = [this](Endpoint ep, std::string route) {
+    return [this, ep, route](const httplib::Request& req, httplib::Response& res) {
+      auto error = [&](const ApiError& e) {
+        reply(res, e);
+        metrics_.count_request(route, e.status);
+      };
+      if (!authorized(req.get_header_value("Authorization")))
+        return error(
+            {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
+      auto job = std::make_shared<Job>();
+      try {
+        job->req = parse_request(ep, req.body, {config_.model_name}, config_.limits);
+        job->prompt = prompt_token_ids(job->req, *tok_);
+      } catch (const ApiException& e) {
+        return error(e.error);
+      } catch (const std::exception& e) {  // the tokenizer's own complaints
+        return error({400, e.what(), "invalid_request_error", "", ""});
+      }
+      const auto n = static_cast<int64_t>(job->prompt.size());
+      if (n > config_.limits.max_prompt_tokens)
+        return error({400,
+                      cat("the prompt is ", n, " tokens, above this server's limit of ",
+                          config_.limits.max_prompt_tokens),
+                      "invalid_request_error", ep == Endpoint::Chat ? "messages" : "prompt",
+                      "context_length_exceeded"});
+      job->created = std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+      {
+        std::lock_guard lock(mu_);
+        if (stopping_)
+          return error({503, "the server is shutting down", "server_error", "", "shutting_down"});
+        if (static_cast<int64_t>(queue_.size()) >= config_.max_queue)
+          return error(
+              {429, "too many requests queued; retry later", "rate_limit_error", "", "queue_full"});
+        job->number = next_id_++;
+        job->id = (ep == Endpoint::Chat ? "chatcmpl-" : "cmpl-") + std::to_string(job->number);
+        queue_.push_back(job);
+        metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
+      }
+      cv_.notify_one();
+
+      if (!job->req.stream) {
+        std::unique_lock lock(job->mu);
+        job->cv.wait(lock, [&] { return job->done; });
+        res.status = job->status;
+        res.set_content(job->body, "application/json");
+        metrics_.count_request(route, job->status);
+        metrics_.observe_latency(std::chrono::duration<double>(Clock::now() - job->t0).count());
+        return;
+      }
+      metrics_.count_request(route, 200);
+      res.set_header("Cache-Control", "no-cache");
+      res.set_chunked_content_provider("text/event-stream", [this, job](size_t,
+                                                                        httplib::DataSink& sink) {
+        std::unique_lock lock(job->mu);
+        job->cv.wait(lock, [&] { return !job->events.empty() || job->done; });
+        while (!job->events.empty()) {
+          std::string event = std::move(job->events.front());
+          job->events.pop_front();
+          lock.unlock();
+          if (!sink.write(event.data(), event.size())) {
+            job->cancelled = true;
+            return false;
+          }
+          lock.lock();
+        }
+        if (job->done) {
+          sink.done();
+          metrics_.observe_latency(std::chrono::duration<double>(Clock::now() - job->t0).count());
+        }
+        return true;
+      });
+    };
+  };
+  s.Post("/v1/completions", completion(Endpoint::Completions, "/v1/completions"));
+  s.Post("/v1/chat/completions", completion(Endpoint::Chat, "/v1/chat/completions"));
+}
+
+void Server::start() {
+  {
+    std::lock_guard lock(mu_);
+    if (started_) fail("serve: already started");
+    started_ = true;
+  }
+  if (config_.port == 0) {
+    port_ = http_->bind_to_any_port(config_.host);
+    if (port_ < 0) fail("serve: cannot bind ", config_.host, " on any port");
+  } else {
+    if (!http_->bind_to_port(config_.host, config_.port))
+      fail("serve: cannot bind ", config_.host, ":", config_.port);
+    port_ = config_.port;
+  }
+  worker_ = std::thread([this] { worker_loop(); });
+  listener_ = std::thread([this] { http_->listen_after_bind(); });
+}
+
+void Server::stop() {
+  std::deque<std::shared_ptr<Job>> dropped;
+  {
+    std::unique_lock lock(mu_);
+    if (stopping_) {
+      stopped_cv_.wait(lock, [&] { return stopped_; });
+      return;
+    }
+    stopping_ = true;
+    dropped.swap(queue_);
+  }
+  cv_.notify_all();
+  for (auto& job : dropped)
+    job->fail({503, "the server is shutting down", "server_error", "", "shutting_down"});
+  if (worker_.joinable()) worker_.join();  // the running request finishes
+  http_->stop();
+  if (listener_.joinable()) listener_.join();
+  std::lock_guard lock(mu_);
+  stopped_ = true;
+  stopped_cv_.notify_all();
+}
+
+void Server::wait() {
+  std::unique_lock lock(mu_);
+  stopped_cv_.wait(lock, [&] { return stopped_; });
+}
+
+void Server::worker_loop() {
+  for (;;) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      job = queue_.front();
+      queue_.pop_front();
+      metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
+    }
+    try {
+      run_job(*job);
+    } catch (const ApiException& e) {
+      job->fail(e.error);
+    } catch (const std::exception& e) {
+      job->fail({500, cat("generation failed: ", e.what()), "server_error", "", ""});
+    }
+  }
+}
+
+void Server::run_job(Job& job) {
+  const auto& r = job.req;
+  SpeculativeOptions o = config_.defaults;
+  o.sampling = r.sampling;
+  o.max_new_tokens = r.max_tokens;
+  o.seed = r.seed.value_or(seed_base_ + job.number);
+  o.top_logprobs = r.top_logprobs;
+  ResponseAssembler out(r, *tok_, job.id, job.created, static_cast<int64_t>(job.prompt.size()));
+  if (r.stream && r.endpoint == Endpoint::Chat) job.push(sse(out.first_chunk()));
+  std::vector<double> eu;
+  std::vector<bool> flags;
+  auto result = decoder_.generate(job.prompt, o, [&](const SpecToken& t) {
+    if (job.cancelled) return false;
+    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), t.id) != o.stop_ids.end()) {
+      out.count_hidden_token();  // end of sequence: counted, not shown
+      return true;
+    }
+    if (t.uncertainty) {
+      eu.push_back(t.uncertainty->eu_hat);
+      flags.push_back(t.uncertainty->flagged);
+    }
+    bool stop_hit = false;
+    auto chunk = out.add(t, &stop_hit);
+    if (r.stream) job.push(sse(chunk));
+    return !stop_hit;
+  });
+  auto summary = summarize(eu, flags, config_.calibration);
+  metrics_.add_generation(static_cast<int64_t>(result.tokens.size()), result.stats.proposed,
+                          result.stats.accepted, eu);
+  const std::string reason = to_string(result.finish);
+  if (r.stream) {
+    job.push(sse(out.final_chunk(reason, result.stats, summary)));
+    job.push("data: [DONE]\n\n");
+    job.finish(200, "");
+  } else {
+    job.finish(200, dump(out.response(reason, result.stats, summary)));
+  }
+}
+
+}  // namespace drafteu::serve

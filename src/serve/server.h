@@ -1,0 +1,83 @@
+// The OpenAI-compatible HTTP server (cpp-httplib):
+//   POST /v1/completions, POST /v1/chat/completions   (openai.h; stream: server-sent events)
+//   GET  /health, GET /v1/models, GET /metrics          (Prometheus text)
+// Requests are validated on the HTTP threads, then queued (bounded: 429 when full) for ONE
+// worker thread that owns the models and decodes one request at a time; the model forward is
+// already multi-threaded, and one worker keeps every response equal to the same request run
+// alone (no cross-request batching yet). Optional API key (Authorization: Bearer) -> 401.
+// stop() is graceful: new requests get 503, queued ones are answered 503, the running one ends.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "model/tokenizer/tokenizer.h"
+#include "serve/calibration.h"
+#include "serve/metrics.h"
+#include "serve/openai.h"
+#include "serve/speculative.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace drafteu::serve {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;      // 0 = any free port (see Server::port)
+  std::string api_key;  // empty = no authentication
+  std::string model_name = "drafteu";
+  int64_t max_queue = 16;  // requests waiting beyond the running one
+  ApiLimits limits;
+  size_t max_body_bytes = 1 << 20;
+  int http_threads = 32;
+  // Decoding settings every request shares (sampling, max tokens and seed come per request).
+  SpeculativeOptions defaults;
+  std::optional<Calibration> calibration;
+};
+
+class Server {
+ public:
+  Server(SpeculativeDecoder& decoder, std::shared_ptr<Tokenizer> tokenizer, ServerConfig config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts listening and the worker on background threads. Throws if it cannot bind.
+  void start();
+  int port() const { return port_; }
+  // Graceful shutdown; idempotent. wait() blocks until it has happened.
+  void stop();
+  void wait();
+  Metrics& metrics() { return metrics_; }
+
+ private:
+  struct Job;
+  void routes();
+  void worker_loop();
+  void run_job(Job& job);
+  bool authorized(const std::string& header) const;
+
+  SpeculativeDecoder& decoder_;
+  std::shared_ptr<Tokenizer> tok_;
+  ServerConfig config_;
+  std::unique_ptr<httplib::Server> http_;
+  Metrics metrics_;
+  int port_ = 0;
+  std::thread listener_, worker_;
+  std::mutex mu_;
+  std::condition_variable cv_, stopped_cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  bool stopping_ = false, stopped_ = false, started_ = false;
+  uint64_t next_id_ = 0;
+  uint64_t seed_base_ = 0;
+};
+
+}  // namespace drafteu::serve

@@ -1,0 +1,1 @@
+drafteu_test(test_cli NEEDS_CLI FIXTURES llama3_tokenizer)

@@ -1,0 +1,1 @@
+drafteu_test(test_distill NEEDS_CLI DEPS drafteu_distill drafteu_model)

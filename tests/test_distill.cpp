@@ -1,0 +1,545 @@
+// Distillation toolkit against independent references: hand-written divergences in float64,
+// finite differences, uninterrupted runs (for resume), separate single-row generation (for
+// batching) and the real stories260K model (for a training run that must reduce held-out KL).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "distill/config.h"
+#include "distill/data.h"
+#include "distill/drafts.h"
+#include "distill/forward.h"
+#include "distill/gen_data.h"
+#include "distill/gkd.h"
+#include "distill/losses.h"
+#include "distill/minillm.h"
+#include "distill/osd.h"
+#include "distill/schedule.h"
+#include "distill/trainer.h"
+#include "family/peft.h"
+#include "model/checkpoint.h"
+#include "model/generate.h"
+#include "model/generate_batch.h"
+#include "test_support.h"
+#include "util/error.h"
+
+namespace fs = std::filesystem;
+using namespace drafteu;
+using namespace drafteu::distill;
+using json = nlohmann::json;
+
+namespace {
+
+LlamaForCausalLM tiny_model(uint64_t seed) {
+  torch::manual_seed(seed);
+  LlamaForCausalLM m(LlamaConfig::preset("tiny"));
+  m->eval();
+  return m;
+}
+
+// Synthetic samples: `prompts` prompts x `per` responses of random tokens.
+std::vector<Sample> synthetic_samples(int64_t prompts, int64_t per, uint64_t seed) {
+  torch::manual_seed(seed);
+  std::vector<Sample> out;
+  for (int64_t p = 0; p < prompts; ++p)
+    for (int64_t k = 0; k < per; ++k) {
+      Sample s;
+      s.prompt_index = p, s.member = 0, s.sample = k;
+      auto ids = torch::randint(3, 500, {4 + (p % 3) + 6 + k}, torch::kInt64);
+      std::vector<int64_t> v(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + ids.numel());
+      s.prompt_ids.assign(v.begin(), v.begin() + 4 + (p % 3));
+      s.response_ids.assign(v.begin() + 4 + (p % 3), v.end());
+      out.push_back(s);
+    }
+  return out;
+}
+
+// Hand references in float64: log-softmax and the divergences, one row at a time.
+std::vector<double> log_softmax_row(const torch::Tensor& row) {
+  auto r = row.to(torch::kFloat64).contiguous();
+  std::vector<double> x(r.data_ptr<double>(), r.data_ptr<double>() + r.numel());
+  double m = x[0];
+  for (double v : x) m = std::max(m, v);
+  double s = 0;
+  for (double v : x) s += std::exp(v - m);
+  for (double& v : x) v = v - m - std::log(s);
+  return x;
+}
+double kl_hand(const std::vector<double>& lp, const std::vector<double>& lq) {
+  double s = 0;
+  for (size_t i = 0; i < lp.size(); ++i) s += std::exp(lp[i]) * (lp[i] - lq[i]);
+  return s;
+}
+double mean_rows(
+    const torch::Tensor& a, const torch::Tensor& b,
+    const std::function<double(const std::vector<double>&, const std::vector<double>&)>& f) {
+  double s = 0;
+  for (int64_t n = 0; n < a.size(0); ++n) s += f(log_softmax_row(a[n]), log_softmax_row(b[n]));
+  return s / static_cast<double>(a.size(0));
+}
+
+std::vector<std::string> read_lines(const fs::path& p) {
+  std::ifstream in(p);
+  std::vector<std::string> out;
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+std::vector<torch::Tensor> adapter_tensors(LoraAdapterImpl& a) {
+  std::vector<torch::Tensor> out;
+  for (auto& p : a.parameters()) out.push_back(p.detach().clone());
+  return out;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- losses
+
+TEST(Losses, OsdConvergesToArithmeticMeanOfTeachers) {
+  torch::manual_seed(1);
+  const int64_t k = 4, v = 6;
+  auto teachers = torch::randn({k, 1, v}, torch::kFloat64) * 2.0;
+  auto z = torch::zeros({1, v}, torch::dtype(torch::kFloat64).requires_grad(true));
+  torch::optim::Adam opt({z}, torch::optim::AdamOptions(0.05));
+  for (int i = 0; i < 3000; ++i) {
+    opt.zero_grad();
+    forward_kl_loss(z, teachers).backward();
+    opt.step();
+  }
+  auto q = torch::softmax(z.detach(), -1)[0];
+  auto mean = torch::softmax(teachers, -1).mean(0)[0];
+  auto geo = torch::softmax(torch::log_softmax(teachers, -1).mean(0), -1)[0];
+  EXPECT_LT((q - mean).abs().max().item<double>(), 1e-3);
+  EXPECT_GT((q - geo).abs().max().item<double>(), 1e-2);
+  for (int64_t j = 0; j < k; ++j)
+    EXPECT_GT((q - torch::softmax(teachers[j][0], -1)).abs().max().item<double>(), 1e-2);
+}
+
+TEST(Losses, ForwardKLValueAndGradientMatchHandReference) {
+  torch::manual_seed(2);
+  auto s = torch::randn({5, 7}, torch::kFloat64).requires_grad_(true);
+  auto t = torch::randn({3, 5, 7}, torch::kFloat64);
+  auto loss = forward_kl_loss(s, t);
+  double ref = 0;
+  for (int64_t j = 0; j < 3; ++j) ref += mean_rows(t[j], s.detach(), kl_hand) / 3.0;
+  EXPECT_NEAR(loss.item<double>(), ref, 1e-12);
+  loss.backward();
+  // d/ds of mean_n mean_k KL(p_k || softmax(s)) = (softmax(s) - mean_k p_k) / N.
+  auto expect = (torch::softmax(s.detach(), -1) - torch::softmax(t, -1).mean(0)) / 5.0;
+  EXPECT_LT((s.grad() - expect).abs().max().item<double>(), 1e-12);
+}
+
+TEST(Losses, GkdEndpointsAreForwardAndReverseKL) {
+  torch::manual_seed(3);
+  auto s = torch::randn({4, 9}, torch::kFloat64), t = torch::randn({4, 9}, torch::kFloat64);
+  EXPECT_NEAR(generalized_jsd_loss(s, t, 0.0).item<double>(), mean_rows(t, s, kl_hand), 1e-12);
+  EXPECT_NEAR(generalized_jsd_loss(s, t, 1.0).item<double>(), mean_rows(s, t, kl_hand), 1e-12);
+}
+
+TEST(Losses, GkdInteriorMatchesHandComputationOnThreeTokens) {
+  // Student probabilities (0.5, 0.3, 0.2), teacher (0.1, 0.6, 0.3), beta 0.3:
+  // M = 0.3·p_T + 0.7·q_S = (0.38, 0.39, 0.23);
+  // JSD = 0.3·Σ p_T log(p_T/M) + 0.7·Σ q_S log(q_S/M).
+  const double qs[3] = {0.5, 0.3, 0.2}, pt[3] = {0.1, 0.6, 0.3}, beta = 0.3;
+  double ref = 0;
+  for (int i = 0; i < 3; ++i) {
+    const double m = beta * pt[i] + (1 - beta) * qs[i];
+    ref += beta * pt[i] * std::log(pt[i] / m) + (1 - beta) * qs[i] * std::log(qs[i] / m);
+  }
+  auto s = torch::log(torch::tensor({0.5, 0.3, 0.2}, torch::kFloat64)).unsqueeze(0);
+  auto t = torch::log(torch::tensor({0.1, 0.6, 0.3}, torch::kFloat64)).unsqueeze(0);
+  EXPECT_NEAR(generalized_jsd_loss(s, t, beta).item<double>(), ref, 1e-12);
+  EXPECT_NEAR(
+      ref,
+      0.3 * (0.1 * std::log(0.1 / 0.38) + 0.6 * std::log(0.6 / 0.39) + 0.3 * std::log(0.3 / 0.23)) +
+          0.7 * (0.5 * std::log(0.5 / 0.38) + 0.3 * std::log(0.3 / 0.39) +
+                 0.2 * std::log(0.2 / 0.23)),
+      1e-15);
+  EXPECT_THROW(generalized_jsd_loss(s, t, 1.5), Error);
+}
+
+TEST(Losses, MiniLLMSingleStepGradientMatchesFiniteDifferences) {
+  torch::manual_seed(4);
+  auto s = torch::randn({3, 5}, torch::kFloat64);
+  auto t = torch::randn({3, 5}, torch::kFloat64);
+  auto sv = s.clone().requires_grad_(true);
+  reverse_kl_loss(sv, t).backward();
+  const double h = 1e-6;
+  for (int64_t n = 0; n < 3; ++n)
+    for (int64_t i = 0; i < 5; ++i) {
+      auto sp = s.clone(), sm = s.clone();
+      sp[n][i] += h;
+      sm[n][i] -= h;
+      const double fd = (mean_rows(sp, t, kl_hand) - mean_rows(sm, t, kl_hand)) / (2 * h);
+      EXPECT_NEAR(sv.grad()[n][i].item<double>(), fd, 1e-7) << n << "," << i;
+    }
+  // The long-term term: rewards r = log p(y) − log q(y), R_{t+1} = mean of the later r.
+  auto mask = torch::tensor({1, 1, 1}, torch::kBool).unsqueeze(0);
+  auto y = torch::tensor({1, 4, 2}, torch::kInt64);
+  auto s2 = s.clone().requires_grad_(true);
+  auto terms = minillm_loss(s2, t, y, mask);
+  std::vector<double> r(3);
+  for (int64_t n = 0; n < 3; ++n)
+    r[n] =
+        log_softmax_row(t[n])[y[n].item<int64_t>()] - log_softmax_row(s[n])[y[n].item<int64_t>()];
+  const double R[3] = {(r[1] + r[2]) / 2, r[2], 0.0};
+  double ref = 0;
+  for (int64_t n = 0; n < 3; ++n) ref -= R[n] * log_softmax_row(s[n])[y[n].item<int64_t>()] / 3.0;
+  EXPECT_NEAR(terms.long_term.item<double>(), ref, 1e-12);
+  EXPECT_NEAR(terms.single_step.item<double>(), mean_rows(s, t, kl_hand), 1e-12);
+}
+
+TEST(Schedule, WarmupLinearCosine) {
+  ScheduleConfig s;
+  s.warmup_steps = 10;
+  EXPECT_DOUBLE_EQ(lr_multiplier(s, 0, 110), 0.0);
+  EXPECT_DOUBLE_EQ(lr_multiplier(s, 5, 110), 0.5);
+  EXPECT_DOUBLE_EQ(lr_multiplier(s, 60, 110), 0.5);
+  s.kind = "cosine";
+  EXPECT_NEAR(lr_multiplier(s, 60, 110), 0.5, 1e-12);
+  EXPECT_NEAR(lr_multiplier(s, 10, 110), 1.0, 1e-12);
+  s.warmup_steps = 0, s.warmup_ratio = 0.1;
+  EXPECT_EQ(s.warmup(100), 10);
+}
+
+// ---------------------------------------------------------------- data
+
+TEST(Data, PartitionsAreDisjointSeededAndCover) {
+  std::vector<int64_t> idx(101);
+  for (int64_t i = 0; i < 101; ++i) idx[static_cast<size_t>(i)] = i;
+  std::set<int64_t> all;
+  size_t total = 0;
+  for (int64_t s = 0; s < 3; ++s) {
+    auto part = prompt_partition(idx, 3, s, 7);
+    EXPECT_GE(part.size(), 33u);
+    total += part.size();
+    all.insert(part.begin(), part.end());
+  }
+  EXPECT_EQ(total, 101u);
+  EXPECT_EQ(all.size(), 101u);
+  EXPECT_NE(prompt_partition(idx, 3, 0, 7), prompt_partition(idx, 3, 0, 8));
+  EXPECT_THROW(prompt_partition(idx, 3, 3, 7), Error);
+}
+
+TEST(Data, BatchMasksOnlyResponseTokens) {
+  Sample a, b;
+  a.prompt_ids = {1, 5, 6}, a.response_ids = {7, 8};
+  b.prompt_ids = {1, 9}, b.response_ids = {10, 11, 12, 13};
+  auto batch = make_batch({&a, &b}, 5);
+  EXPECT_EQ(batch.ids.sizes(), (std::vector<int64_t>{2, 5}));
+  // Row 0: logits at 2 and 3 predict 7 and 8. Row 1 is cut to 5 tokens: 10, 11, 12.
+  EXPECT_TRUE(torch::equal(batch.loss_mask[0], torch::tensor({0, 0, 1, 1, 0}).to(torch::kBool)));
+  EXPECT_TRUE(torch::equal(batch.loss_mask[1], torch::tensor({0, 1, 1, 1, 0}).to(torch::kBool)));
+  EXPECT_EQ(batch.targets[1][3].item<int64_t>(), 12);
+  EXPECT_EQ(batch.loss_tokens(), 5);
+}
+
+TEST(Data, MalformedInputNamesFileAndLine) {
+  auto dir = test::scratch_dir("distill_bad_input");
+  std::ofstream(dir / "s.jsonl") << sample_to_json(synthetic_samples(1, 1, 0)[0]).dump()
+                                 << "\n{\"prompt_index\": 1,\n";
+  try {
+    read_samples(dir / "s.jsonl");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("s.jsonl:2"), std::string::npos) << e.what();
+  }
+  std::ofstream(dir / "q.jsonl") << "{\"answer\": \"4\"}\n";
+  try {
+    read_gsm8k(dir / "q.jsonl");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'question'"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_draft_strategy("xdd"), Error);
+  const TrainConfig defaults;
+  EXPECT_THROW(train_config_from_json(json{{"lrr", 1}}, "cfg", defaults), Error);
+  EXPECT_THROW(read_samples(dir / "missing.jsonl"), Error);
+}
+
+// ---------------------------------------------------------------- generation
+
+TEST(GenerateBatch, RowsDoNotDependOnBatchComposition) {
+  auto model = tiny_model(11);
+  std::vector<std::vector<int64_t>> prompts = {{1, 20, 30}, {1, 40}, {1, 50, 60, 70, 80}};
+  std::vector<uint64_t> seeds = {5, 6, 7};
+  BatchGenerateOptions o;
+  o.max_new_tokens = 12;
+  o.stop_ids = {2, 100, 101, 102};  // some rows stop early
+  auto together = generate_batch(*model, prompts, seeds, o);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(generate_batch(*model, {prompts[i]}, {seeds[i]}, o)[0], together[i]) << i;
+    GenerateOptions g;
+    g.max_new_tokens = o.max_new_tokens, g.seed = seeds[i], g.stop_ids = o.stop_ids;
+    std::vector<int64_t> single;
+    for (const auto& t : generate(*model, prompts[i], g)) single.push_back(t.id);
+    EXPECT_EQ(single, together[i]) << i;
+  }
+}
+
+TEST(GenData, ResumeAfterKillGivesSameLinesWithoutDuplicates) {
+  auto dir = test::scratch_dir("distill_gen_data");
+  auto target = load_model(test::stories260k_gguf());
+  GenDataConfig c;
+  c.prompts = test::shared_dir() / "data/gsm8k/test.jsonl";
+  c.max_prompts = 3;
+  c.members = {-1, 0};
+  c.responses = 2;
+  c.max_new_tokens = 12;
+  c.batch_size = 4;
+  c.progress = false;
+  auto full = generate_data(target, c, dir / "full.jsonl");
+  EXPECT_EQ(full.written, 12);
+  auto c2 = c;
+  c2.stop_after = 5;
+  generate_data(target, c2, dir / "resumed.jsonl");
+  std::ofstream(dir / "resumed.jsonl", std::ios::app) << "{\"prompt_index\": 2, \"memb";  // torn
+  auto r = generate_data(target, c, dir / "resumed.jsonl");
+  EXPECT_TRUE(r.dropped_torn_line);
+  EXPECT_EQ(r.existing, 5);
+  EXPECT_EQ(r.written, 7);
+  EXPECT_EQ(read_lines(dir / "resumed.jsonl"), read_lines(dir / "full.jsonl"));
+  auto samples = read_samples(dir / "full.jsonl");
+  std::set<std::tuple<int64_t, int64_t, int64_t>> keys;
+  for (const auto& s : samples) keys.emplace(s.prompt_index, s.member, s.sample);
+  EXPECT_EQ(keys.size(), 12u);
+  EXPECT_EQ(generate_data(target, c, dir / "full.jsonl").written, 0);  // nothing left to do
+}
+
+// ---------------------------------------------------------------- training loop
+
+TEST(Trainer, ResumeFromCheckpointIsBitIdentical) {
+  auto data = synthetic_samples(6, 2, 21);
+  TrainConfig tc;
+  tc.batch_size = 3, tc.grad_accum = 2, tc.max_steps = 5, tc.lr = 1e-2, tc.save_every = 2;
+  tc.schedule.kind = "cosine", tc.schedule.warmup_steps = 1, tc.seed = 9, tc.progress = false;
+  OsdConfig osd;
+  osd.lora.r = 4;
+  osd.teacher_noise.rank = 4;
+  auto dir = test::scratch_dir("distill_resume");
+  OsdObjective straight(tiny_model(1), osd, 3);
+  auto a = train(straight, data, tc, dir / "a");
+  ASSERT_TRUE(a.finished);
+  auto want = adapter_tensors(straight.adapter());
+
+  auto stopping = tc;
+  stopping.stop_after = 3;  // "killed" after step 3 (a checkpoint is at 3; the next would be 4)
+  {
+    OsdObjective first(tiny_model(1), osd, 3);
+    auto r = train(first, data, stopping, dir / "b");
+    EXPECT_FALSE(r.finished);
+    EXPECT_EQ(r.steps_done, 3);
+  }
+  OsdObjective resumed(tiny_model(1), osd, 3);  // a new process: fresh model and adapter
+  auto b = train(resumed, data, tc, dir / "b");
+  ASSERT_TRUE(b.finished);
+  auto got = adapter_tensors(resumed.adapter());
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], want[i])) << i;
+  EXPECT_EQ(read_lines(dir / "a/metrics.jsonl").size(), read_lines(dir / "b/metrics.jsonl").size());
+  auto manifest = read_json_file(dir / "a/manifest.json");
+  EXPECT_EQ(manifest["method"], "osd");
+  EXPECT_TRUE(fs::exists(dir / "a/adapter/adapter_model.safetensors"));
+}
+
+TEST(Trainer, SigkillOfTheCliResumesToTheSameWeights) {
+  auto dir = test::scratch_dir("distill_sigkill");
+  {
+    std::ofstream f(dir / "data.jsonl");
+    for (const auto& s : synthetic_samples(8, 2, 5)) f << sample_to_json(s).dump() << "\n";
+  }
+  const std::string base =
+      test::drafteu_bin() + " --threads 1 train-proxy --quiet --target preset:tiny:3 --data " +
+      (dir / "data.jsonl").string() +
+      " --set lora.r=4 --set teacher_noise.rank=4 --set train.batch_size=2"
+      " --set train.grad_accum=1 --max-steps 120 --save-every 3 --seed 4 --out ";
+  auto r = test::run_command(base + (dir / "straight").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // Run again and SIGKILL it once it has written some steps; then rerun to completion.
+  pid_t pid = fork();
+  if (pid > 0) setpgid(pid, pid);
+  if (pid == 0) {
+    setpgid(0, 0);
+    execl("/bin/sh", "sh", "-c", (base + (dir / "killed").string() + " >/dev/null 2>&1").c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const auto metrics = dir / "killed/metrics.jsonl";
+  for (int i = 0; i < 2000 && (!fs::exists(metrics) || read_lines(metrics).size() < 20); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(-pid, SIGKILL);  // the child leads its own process group: sh and drafteu
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_LT(read_lines(metrics).size(), 120u) << "the run finished before it was killed";
+  r = test::run_command(base + (dir / "killed").string());
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto a = read_lines(dir / "straight/adapter/adapter_model.safetensors");
+  auto b = read_lines(dir / "killed/adapter/adapter_model.safetensors");
+  EXPECT_TRUE(a == b) << "adapter files differ after SIGKILL + resume";
+}
+
+// ---------------------------------------------------------------- draft families
+
+TEST(Drafts, DddDraftsSeeOnlyTheirPartitionAndGatherIntoAFamily) {
+  auto data = synthetic_samples(10, 2, 31);
+  DraftFamilyConfig fam;
+  fam.strategy = DraftStrategy::DDD;
+  fam.splits = 2, fam.per_split = 2, fam.partition_seed = 5;
+  fam.lora.r = 2;
+  fam.teacher_noise.rank = 4;
+  TrainConfig tc;
+  tc.batch_size = 4, tc.max_steps = 2, tc.lr = 1e-3, tc.progress = false;
+  auto dir = test::scratch_dir("distill_ddd");
+  auto target = tiny_model(1);
+  auto jobs = plan_draft_family(fam);
+  ASSERT_EQ(jobs.size(), 4u);
+  std::set<int64_t> covered;
+  for (const auto& job : jobs) {
+    auto r = train_draft_job(tiny_model(2), target, data, fam, job, tc, dir);
+    auto part = prompt_partition({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 2, job.split, 5);
+    for (auto p : r.prompts_seen)
+      EXPECT_TRUE(std::binary_search(part.begin(), part.end(), p)) << job.name() << " saw " << p;
+    covered.insert(r.prompts_seen.begin(), r.prompts_seen.end());
+    auto manifest = read_json_file(dir / job.name() / "manifest.json");
+    EXPECT_EQ(manifest["prompts_seen"].get<std::vector<int64_t>>(), r.prompts_seen);
+  }
+  EXPECT_EQ(covered.size(), 10u);
+  auto family = load_draft_family(dir, tiny_model(2));
+  EXPECT_EQ(family.size(), 4);
+  auto ids = torch::tensor({1, 5, 9, 13}, torch::kInt64).unsqueeze(0);
+  torch::NoGradGuard no_grad;
+  auto logits = family.forward(ids);
+  EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{4, 1, 4, 512}));
+  // Member 1 of the family equals draft-s0-m1 applied by hand.
+  auto draft = tiny_model(2);
+  auto lora = load_peft_adapter(dir / "draft-s0-m1/adapter", *draft);
+  lora->attach(*draft);
+  EXPECT_LT((draft->forward(ids) - logits[1]).abs().max().item<double>(), 1e-4);
+  EXPECT_EQ(find_draft_job(jobs, 1, 0).index, 2);
+  EXPECT_THROW(find_draft_job(jobs, 2, 0), Error);
+}
+
+TEST(Drafts, IddAndFddStartFromTheirOwnNoiseAndKOnlyFamily) {
+  DraftFamilyConfig fam;
+  fam.strategy = DraftStrategy::IDD;
+  fam.splits = 1, fam.per_split = 3;
+  auto jobs = plan_draft_family(fam);
+  auto model = tiny_model(2);
+  for (const auto& j : jobs) {
+    EXPECT_FALSE(j.partitioned);
+    EXPECT_TRUE(j.init_noise);
+  }
+  auto d0 = draft_init_deltas(*model, fam, jobs[0]), d1 = draft_init_deltas(*model, fam, jobs[1]);
+  EXPECT_FALSE(torch::equal(d0.begin()->second.a, d1.begin()->second.a));
+  fam.strategy = DraftStrategy::FDD;
+  for (const auto& j : plan_draft_family(fam)) {
+    EXPECT_TRUE(j.partitioned);
+    EXPECT_TRUE(j.init_noise);
+  }
+  // K only: one draft + K noise draws; untrained: K noise draws alone.
+  auto untrained = noisy_draft_family(model, {}, 3, NoiseConfig::target_family(4));
+  EXPECT_EQ(untrained.size(), 3);
+  LoraConfig lc;
+  lc.r = 2;
+  LoraAdapter lora(*model, lc);
+  for (auto& [n, l] : lora->layers()) l->lora_B.data().normal_(0, 0.1);
+  auto k_only = noisy_draft_family(model, lora->to_member(), 3, NoiseConfig::target_family(4));
+  torch::NoGradGuard no_grad;
+  auto ids = torch::tensor({1, 7, 8}, torch::kInt64).unsqueeze(0);
+  auto noise = NoiseSampler(*model, NoiseConfig::target_family(4)).member(2);
+  lora->attach(*model);
+  auto attached = attach_member(*model, noise);
+  auto want = model->forward(ids);
+  attached.detach();
+  lora->detach();
+  EXPECT_LT((k_only.forward(ids)[2] - want).abs().max().item<double>(), 1e-4);
+}
+
+// ---------------------------------------------------------------- baselines (smoke)
+
+TEST(Baselines, GkdAndMiniLLMTrainAndAreOnPolicyAsConfigured) {
+  auto data = synthetic_samples(4, 1, 41);
+  TrainConfig tc;
+  tc.batch_size = 2, tc.max_steps = 2, tc.lr = 1e-3, tc.progress = false, tc.max_seq_len = 32;
+  auto dir = test::scratch_dir("distill_baselines");
+  GkdConfig g;
+  g.lora.r = 2;
+  g.on_policy.max_new_tokens = 6;
+  g.lambda = 0.5;
+  GkdObjective gkd(tiny_model(2), Teacher{tiny_model(1), {}}, g, 1);
+  int on = 0;
+  for (int64_t s = 0; s < 200; ++s) on += gkd.on_policy({7, s, 0});
+  EXPECT_GT(on, 70);
+  EXPECT_LT(on, 130);
+  auto r1 = train(gkd, data, tc, dir / "gkd");
+  EXPECT_TRUE(r1.finished);
+  EXPECT_TRUE(std::isfinite(r1.last_loss));
+  MiniLLMConfig m;
+  m.lora.r = 2;
+  m.on_policy.generations = 2, m.on_policy.max_new_tokens = 6;
+  MiniLLMObjective mini(tiny_model(2), Teacher{tiny_model(1), {}}, m, 1);
+  auto batch = mini.batch_for({&data[0], &data[1]}, 32, {0, 0, 0});
+  EXPECT_EQ(batch.ids.size(0), 4);  // 2 prompts x 2 generations
+  auto r2 = train(mini, data, tc, dir / "minillm");
+  EXPECT_TRUE(r2.finished);
+  EXPECT_TRUE(std::isfinite(r2.last_loss));
+}
+
+// ---------------------------------------------------------------- a real model
+
+TEST(RealModel, DraftTrainingOnStories260kTextLowersHeldOutKL) {
+  auto target = load_model(test::stories260k_gguf());
+  auto draft = load_model(test::stories260k_gguf());
+  // Text sampled from the real model (from BOS), split into train and held-out rows.
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<uint64_t> seeds;
+  for (uint64_t i = 0; i < 48; ++i) prompts.push_back({1}), seeds.push_back(100 + i);
+  BatchGenerateOptions o;
+  o.max_new_tokens = 40;
+  o.stop_ids = {2};
+  auto texts = generate_batch(*target.model, prompts, seeds, o);
+  std::vector<Sample> train_set, held_out;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    Sample s;
+    s.prompt_index = static_cast<int64_t>(i);
+    s.prompt_ids = {1, texts[i][0]};
+    s.response_ids.assign(texts[i].begin() + 1, texts[i].end());
+    if (s.response_ids.empty()) continue;
+    (i < 40 ? train_set : held_out).push_back(s);
+  }
+  // Teacher: a noisy member of the target family (σ 0.1); the draft starts from the target itself.
+  auto noise = NoiseConfig::target_family(3);
+  Teacher teacher{target.model, NoiseSampler(*target.model, noise).member(0)};
+  std::vector<const Sample*> rows;
+  for (const auto& s : held_out) rows.push_back(&s);
+  auto held = make_batch(rows, 64);
+  auto held_kl = [&](LoraAdapterImpl* lora) {
+    torch::NoGradGuard no_grad;
+    auto t = teacher_logits(teacher, held);
+    if (lora) lora->eval(), lora->attach(*draft.model);
+    auto s = loss_position_logits(*draft.model, held);
+    if (lora) lora->detach();
+    return forward_kl_loss(s, t).item<double>();
+  };
+  const double before = held_kl(nullptr);
+  LoraConfig lc = DraftFamilyConfig::default_lora();
+  lc.r = 8, lc.dropout = 0.0;
+  DraftObjective obj(draft.model, teacher, lc, {}, 1);
+  TrainConfig tc;
+  tc.batch_size = 8, tc.max_steps = 40, tc.lr = 5e-3, tc.progress = false, tc.seed = 2;
+  train(obj, train_set, tc, test::scratch_dir("distill_real"));
+  const double after = held_kl(&obj.adapter());
+  EXPECT_GT(before, 1e-3);
+  EXPECT_LT(after, 0.7 * before) << "held-out KL " << before << " -> " << after;
+}

@@ -1,0 +1,546 @@
+// Tests of src/eval/: the testbed task (determinism, disjoint splits, arithmetic recomputed here),
+// GSM8K answer extraction on the real data set, metrics and logistic regression against hand
+// values and a textbook PyTorch reference in Debian's python3, the BPE tokenizer, pretraining.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "eval/answers.h"
+#include "eval/bpe_trainer.h"
+#include "eval/logistic.h"
+#include "eval/metrics.h"
+#include "eval/testbed_models.h"
+#include "eval/testbed_task.h"
+#include "model/checkpoint.h"
+#include "test_support.h"
+#include "util/error.h"
+
+namespace drafteu::eval {
+namespace {
+
+// --- testbed task -------------------------------------------------------------------------------
+
+// Evaluates "a*b+c-d/e" with the usual precedence; integers only, division must be exact.
+int64_t eval_expr(const std::string& e) {
+  std::vector<int64_t> terms;  // products, with sign
+  std::vector<char> ops;
+  size_t i = 0;
+  auto number = [&] {
+    int64_t v = 0;
+    if (i >= e.size() || !std::isdigit(static_cast<unsigned char>(e[i])))
+      throw std::runtime_error("bad expression " + e);
+    while (i < e.size() && std::isdigit(static_cast<unsigned char>(e[i])))
+      v = v * 10 + (e[i++] - '0');
+    return v;
+  };
+  int64_t total = 0, term = number();
+  int sign = 1;
+  while (i < e.size()) {
+    const char op = e[i++];
+    const int64_t v = number();
+    if (op == '*') {
+      term *= v;
+    } else if (op == '/') {
+      if (v == 0 || term % v != 0) throw std::runtime_error("inexact division in " + e);
+      term /= v;
+    } else {
+      total += sign * term;
+      sign = op == '+' ? 1 : -1;
+      term = v;
+    }
+  }
+  return total + sign * term;
+}
+
+TEST(TestbedTask, DeterministicPerSeed) {
+  TaskOptions o;
+  auto a = generate_task(o, 200, 50), b = generate_task(o, 200, 50);
+  ASSERT_EQ(a.train.size(), 200u);
+  ASSERT_EQ(a.test.size(), 50u);
+  for (size_t i = 0; i < a.train.size(); ++i) {
+    EXPECT_EQ(a.train[i].question, b.train[i].question);
+    EXPECT_EQ(a.train[i].solution, b.train[i].solution);
+  }
+  o.seed = 99;
+  auto c = generate_task(o, 200, 50);
+  size_t same = 0;
+  for (size_t i = 0; i < a.train.size(); ++i) same += a.train[i].question == c.train[i].question;
+  EXPECT_LT(same, 5u);
+}
+
+TEST(TestbedTask, SplitsNeverShareAProblem) {
+  TaskOptions o;
+  auto s = generate_task(o, 3000, 600);
+  std::set<std::string> train;
+  for (const auto& p : s.train) EXPECT_TRUE(train.insert(p.question).second) << "duplicate";
+  for (const auto& p : s.test) EXPECT_EQ(train.count(p.question), 0u) << p.question;
+  // A split's content does not depend on the other's size.
+  auto t = generate_task(o, 3000, 10);
+  for (size_t i = 0; i < s.train.size(); ++i) ASSERT_EQ(s.train[i].question, t.train[i].question);
+  // Another seed's test problems are never another seed's training problems either.
+  o.seed = 7;
+  auto u = generate_task(o, 100, 300);
+  for (const auto& p : u.test) EXPECT_EQ(train.count(p.question), 0u) << p.question;
+}
+
+TEST(TestbedTask, WorkedSolutionsAreRight) {
+  TaskOptions o;
+  o.difficulty = 1.0;
+  auto s = generate_task(o, 2000, 200);
+  std::set<std::string> seen_templates;
+  std::vector<int> steps_seen(5, 0);
+  const std::regex note(R"((\d+(?:[-+*/]\d+)+)=(\d+))");
+  const std::regex gsm_note(R"(<<([^=<>]+)=(-?\d+)>>(-?\d+))");
+  for (const auto& p : s.train) {
+    seen_templates.insert(p.template_name);
+    ASSERT_GE(p.steps.size(), 2u);
+    ASSERT_LE(p.steps.size(), 4u);
+    ++steps_seen[p.steps.size()];
+    // Every calculator note in the text is right, and they are the recorded steps.
+    size_t n = 0;
+    int64_t last = 0;
+    for (auto it = std::sregex_iterator(p.solution.begin(), p.solution.end(), note);
+         it != std::sregex_iterator(); ++it, ++n) {
+      const int64_t v = eval_expr((*it)[1].str());
+      ASSERT_EQ(v, std::stoll((*it)[2].str())) << p.solution;
+      ASSERT_LT(n, p.steps.size());
+      EXPECT_EQ((*it)[1].str(), p.steps[n].expr);
+      last = v;
+    }
+    ASSERT_EQ(n, p.steps.size()) << p.solution;
+    EXPECT_EQ(last, p.answer) << p.solution;
+    const std::string boxed = "\\boxed{" + std::to_string(p.answer) + "}";
+    ASSERT_GE(p.solution.size(), boxed.size());
+    EXPECT_EQ(p.solution.substr(p.solution.size() - boxed.size()), boxed);
+    EXPECT_TRUE(is_correct(p.solution, static_cast<double>(p.answer)));
+    // GSM8K form: <<e=v>>v notes, "#### N" at the end.
+    const std::string g = p.gsm8k_answer();
+    size_t gn = 0;
+    for (auto it = std::sregex_iterator(g.begin(), g.end(), gsm_note); it != std::sregex_iterator();
+         ++it, ++gn) {
+      EXPECT_EQ(eval_expr((*it)[1].str()), std::stoll((*it)[2].str()));
+      EXPECT_EQ((*it)[2].str(), (*it)[3].str());
+    }
+    EXPECT_EQ(gn, p.steps.size());
+    auto ref = reference_answer(g);
+    ASSERT_TRUE(ref.has_value()) << g;
+    EXPECT_EQ(*ref, static_cast<double>(p.answer));
+    // The question names the numbers the solution starts from, not the answer's notes.
+    EXPECT_EQ(p.question.find("<<"), std::string::npos);
+  }
+  EXPECT_GE(seen_templates.size(), 12u);
+  EXPECT_EQ(seen_templates.size(), template_names().size());
+  for (int k = 2; k <= 4; ++k) EXPECT_GT(steps_seen[static_cast<size_t>(k)], 50) << k << " steps";
+}
+
+TEST(TestbedTask, DifficultyGrowsTheNumbers) {
+  TaskOptions easy, hard;
+  easy.difficulty = 0.0;
+  hard.difficulty = 1.0;
+  auto mean_answer = [](const TaskSplits& s) {
+    double sum = 0;
+    for (const auto& p : s.train) sum += static_cast<double>(p.answer);
+    return sum / static_cast<double>(s.train.size());
+  };
+  const double e = mean_answer(generate_task(easy, 500, 10));
+  const double h = mean_answer(generate_task(hard, 500, 10));
+  EXPECT_GT(h, 2 * e);
+  TaskOptions two;
+  two.max_steps = 2;
+  for (const auto& p : generate_task(two, 200, 10).train) EXPECT_EQ(p.steps.size(), 2u);
+}
+
+TEST(TestbedTask, JsonlRoundTripsInGsm8kForm) {
+  auto s = generate_task(TaskOptions{}, 30, 5);
+  const auto dir = test::scratch_dir("eval_jsonl");
+  write_gsm8k_jsonl(dir / "train.jsonl", s.train);
+  auto back = read_gsm8k_jsonl(dir / "train.jsonl");
+  ASSERT_EQ(back.size(), s.train.size());
+  for (size_t i = 0; i < back.size(); ++i) {
+    EXPECT_EQ(back[i].question, s.train[i].question);
+    EXPECT_EQ(back[i].answer, s.train[i].gsm8k_answer());
+    EXPECT_EQ(*reference_answer(back[i].answer), static_cast<double>(s.train[i].answer));
+  }
+  // The same loader reads the real GSM8K.
+  auto real = read_gsm8k_jsonl(test::require_file(test::shared_dir() / "data/gsm8k/test.jsonl"));
+  EXPECT_EQ(real.size(), 1319u);
+}
+
+// --- GSM8K answers ------------------------------------------------------------------------------
+
+TEST(Answers, RealGsm8kReferencesParseAndMatchThemselves) {
+  for (const char* file : {"data/gsm8k/test.jsonl", "data/gsm8k/train.jsonl"}) {
+    auto data = read_gsm8k_jsonl(test::require_file(test::shared_dir() / file));
+    ASSERT_GT(data.size(), 1000u);
+    for (const auto& ex : data) {
+      const auto ref = reference_answer(ex.answer);
+      ASSERT_TRUE(ref.has_value()) << ex.answer;
+      const std::string tail = ex.answer.substr(ex.answer.rfind("####") + 4);
+      // The integer after "####", commas removed, read independently.
+      std::string digits;
+      for (char c : tail)
+        if (std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '.') digits += c;
+      EXPECT_EQ(*ref, std::stod(digits)) << tail;
+      EXPECT_TRUE(is_correct(ex.answer, *ref)) << ex.answer;
+      EXPECT_TRUE(is_correct("The answer is \\boxed{" + tail + "}.", *ref)) << tail;
+      EXPECT_TRUE(is_correct("So the total is" + tail + ".", *ref)) << tail;
+      EXPECT_FALSE(is_correct(ex.answer, *ref + 1)) << ex.answer;
+    }
+  }
+}
+
+TEST(Answers, HandCases) {
+  EXPECT_EQ(*extract_final_answer("x \\boxed{3} then \\boxed{17}. #### 5"), "17");
+  EXPECT_EQ(*extract_final_answer("\\boxed{\\frac{3}{4}}"), "\\frac{3}{4}");
+  EXPECT_EQ(*extract_final_answer("Total 9.\n#### 1,200\n"), "1,200");
+  EXPECT_EQ(*extract_final_answer("She has 3 apples and 4 pears, 7 in all."), "7");
+  EXPECT_FALSE(extract_final_answer("no numbers here").has_value());
+  EXPECT_EQ(*extract_final_answer("\\boxed{} 42"), "42");  // empty box falls through
+
+  EXPECT_DOUBLE_EQ(*parse_number("$1,234.50"), 1234.5);
+  EXPECT_DOUBLE_EQ(*parse_number("25%"), 25);
+  EXPECT_DOUBLE_EQ(*parse_number("18.0"), 18);
+  EXPECT_DOUBLE_EQ(*parse_number("3/4"), 0.75);
+  EXPECT_DOUBLE_EQ(*parse_number("\\frac{3}{4}"), 0.75);
+  EXPECT_DOUBLE_EQ(*parse_number("\\dfrac{10}{4} cups"), 2.5);
+  EXPECT_DOUBLE_EQ(*parse_number("-7"), -7);
+  EXPECT_DOUBLE_EQ(*parse_number("x = -7 degrees"), -7);
+  EXPECT_DOUBLE_EQ(*parse_number("12 apples"), 12);
+  EXPECT_DOUBLE_EQ(*parse_number("\\$18 per day"), 18);
+  EXPECT_DOUBLE_EQ(*parse_number("\\text{5 dollars}"), 5);
+  EXPECT_DOUBLE_EQ(*parse_number(".5"), 0.5);
+  EXPECT_FALSE(parse_number("none").has_value());
+  EXPECT_FALSE(parse_number("3/0").has_value());
+
+  EXPECT_TRUE(is_correct("She buys 3*4=12 apples.\n\\boxed{17}", 17));
+  EXPECT_TRUE(is_correct("#### $1,000", 1000));
+  EXPECT_TRUE(is_correct("The price is \\boxed{\\$18.00}", 18));
+  EXPECT_FALSE(is_correct("\\boxed{17} ... 18", 18));  // the box wins over the last number
+  EXPECT_TRUE(is_correct("16-3-4=9 eggs", 9));         // "-4" there is subtraction
+  EXPECT_FALSE(is_correct("", 0));
+  EXPECT_FALSE(reference_answer("no hashes 5").has_value());
+}
+
+// --- metrics ------------------------------------------------------------------------------------
+
+TEST(Metrics, HandComputedValues) {
+  EXPECT_DOUBLE_EQ(rmse({1, 2, 3}, {1, 2, 5}), std::sqrt(4.0 / 3));
+  EXPECT_NEAR(pearson({1, 2, 3}, {2, 4, 6}), 1, 1e-15);
+  EXPECT_NEAR(pearson({1, 2, 3}, {3, 2, 1}), -1, 1e-15);
+  EXPECT_EQ(average_ranks({10, 20, 20, 5}), (std::vector<double>{2, 3.5, 3.5, 1}));
+  EXPECT_NEAR(spearman({1, 2, 3, 4}, {1, 4, 9, 16}), 1, 1e-15);
+  // Lin's CCC: a shifted copy correlates perfectly but does not agree.
+  // a = {1,2,3}, b = a + 1: var 2/3 each, cov 2/3, mean gap 1 -> 2(2/3)/(4/3 + 1) = 4/7.
+  EXPECT_NEAR(concordance({1, 2, 3}, {2, 3, 4}), 4.0 / 7, 1e-15);
+  EXPECT_NEAR(concordance({1, 2, 3}, {1, 2, 3}), 1, 1e-15);
+  // AUROC: pairs (pos, neg) = (0.8,0.3) win, (0.8,0.5) win, (0.5,0.3) win, (0.5,0.5) tie -> 3.5/4.
+  EXPECT_DOUBLE_EQ(auroc({0.8, 0.5, 0.3, 0.5}, {1, 1, 0, 0}), 3.5 / 4);
+  EXPECT_TRUE(std::isnan(auroc({0.1, 0.2}, {1, 1})));
+  // ECE with 15 bins: 0.1 and 0.12 share bin 1 (mean p 0.11, mean y 0.5), 0.9 is alone (y 1).
+  EXPECT_NEAR(expected_calibration_error({0.1, 0.12, 0.9}, {0, 1, 1}),
+              (2 * std::fabs(0.5 - 0.11) + std::fabs(1 - 0.9)) / 3, 1e-15);
+  EXPECT_DOUBLE_EQ(expected_calibration_error({1.0}, {1}), 0);  // p = 1 falls in the last bin
+  EXPECT_DOUBLE_EQ(brier_score({0.2, 0.9}, {0, 1}), (0.04 + 0.01) / 2);
+  // PRR: uncertainty ranks the two wrong answers first -> oracle -> 1; reversed -> negative.
+  EXPECT_NEAR(prediction_rejection_ratio({0.9, 0.8, 0.1, 0.2}, {0, 0, 1, 1}), 1, 1e-15);
+  EXPECT_LT(prediction_rejection_ratio({0.1, 0.2, 0.9, 0.8}, {0, 0, 1, 1}), 0);
+  // All tied: rejection in expectation equals random -> 0.
+  EXPECT_NEAR(prediction_rejection_ratio({1, 1, 1, 1}, {0, 1, 1, 0}), 0, 1e-15);
+  EXPECT_TRUE(std::isnan(prediction_rejection_ratio({1, 2}, {1, 1})));
+  // By hand: correct {0,1,1}, unc {3,2,1}: curve 2/3, 1, 1 (area 8/3); random 3 * 2/3 = 2;
+  // oracle is the same ranking -> 1. Reversed unc {1,2,3}: curve 2/3, 1/2, 0 -> (7/6 - 2)/(2/3).
+  EXPECT_NEAR(prediction_rejection_ratio({3, 2, 1}, {0, 1, 1}), 1, 1e-15);
+  EXPECT_NEAR(prediction_rejection_ratio({1, 2, 3}, {0, 1, 1}), (7.0 / 6 - 2) / (2.0 / 3), 1e-15);
+  auto ms = mean_std({1, 2, 3, 4});
+  EXPECT_DOUBLE_EQ(ms.mean, 2.5);
+  EXPECT_DOUBLE_EQ(ms.std, std::sqrt(5.0 / 3));
+  EXPECT_DOUBLE_EQ(mean_std({7}).std, 0);
+  EXPECT_THROW(rmse({1}, {1, 2}), Error);
+}
+
+// Textbook formulas, written independently: Spearman via ranks, AUROC by counting pairs, ECE by
+// loops, PRR by explicit rejection, logistic regression by Newton with autograd's Hessian.
+const char* kPythonReference = R"PY(
+import json, math, sys
+import torch
+torch.set_default_dtype(torch.float64)
+d = json.load(open(sys.argv[1]))
+out = {}
+a, b = d["a"], d["b"]
+n = len(a)
+out["rmse"] = math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b)) / n)
+def mean(v): return sum(v) / len(v)
+def pear(x, y):
+    mx, my = mean(x), mean(y)
+    c = sum((p - mx) * (q - my) for p, q in zip(x, y))
+    return c / math.sqrt(sum((p - mx) ** 2 for p in x) * sum((q - my) ** 2 for q in y))
+def ranks(x):
+    # average 1-based rank: 1 + (#smaller) + (#equal - 1) / 2
+    return [1 + sum(1 for w in x if w < v) + (sum(1 for w in x if w == v) - 1) / 2 for v in x]
+out["pearson"] = pear(a, b)
+out["spearman"] = pear(ranks(a), ranks(b))
+ma, mb = mean(a), mean(b)
+va = sum((x - ma) ** 2 for x in a) / n
+vb = sum((x - mb) ** 2 for x in b) / n
+cov = sum((x - ma) * (y - mb) for x, y in zip(a, b)) / n
+out["ccc"] = 2 * cov / (va + vb + (ma - mb) ** 2)
+s, y = d["score"], d["label"]
+pos = [v for v, l in zip(s, y) if l == 1]
+neg = [v for v, l in zip(s, y) if l == 0]
+out["auroc"] = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in pos for q in neg) / (len(pos) * len(neg))
+p = d["prob"]
+bins = [[] for _ in range(15)]
+for pi, li in zip(p, y):
+    k = min(14, int(math.floor(pi * 15)))
+    bins[k].append((pi, li))
+out["ece"] = sum(len(bk) / n * abs(mean([l for _, l in bk]) - mean([q for q, _ in bk])) for bk in bins if bk)
+out["brier"] = mean([(pi - li) ** 2 for pi, li in zip(p, y)])
+u, c = d["unc"], d["correct"]
+def area(order):
+    return sum(mean([c[i] for i in order[k:]]) for k in range(len(order)))
+by_unc = sorted(range(n), key=lambda i: -u[i])
+oracle = sorted(range(n), key=lambda i: c[i])
+rand = mean(c) * n
+out["prr"] = (area(by_unc) - rand) / (area(oracle) - rand)
+X = torch.tensor(d["X"]); Y = torch.tensor(d["y"], dtype=torch.float64)
+mu = X.mean(0); sd = X.std(0, unbiased=False)
+Z = (X - mu) / sd
+l2 = d["l2"]
+w = torch.zeros(Z.shape[1] + 1)
+def f(w):
+    z = Z @ w[:-1] + w[-1]
+    return torch.nn.functional.binary_cross_entropy_with_logits(z, Y) + 0.5 * l2 * (w[:-1] ** 2).sum()
+for _ in range(50):
+    g = torch.autograd.functional.jacobian(f, w)
+    H = torch.autograd.functional.hessian(f, w)
+    w = w - torch.linalg.solve(H, g)
+out["coef"] = w[:-1].tolist(); out["intercept"] = float(w[-1])
+out["mean"] = mu.tolist(); out["std"] = sd.tolist()
+json.dump(out, open(sys.argv[2], "w"))
+)PY";
+
+TEST(Metrics, MatchTheTextbookPythonReference) {
+  std::mt19937_64 rng(2024);
+  auto unif = [&] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
+  const size_t n = 300;
+  std::vector<double> a, b, score, prob, unc;
+  std::vector<int> label, correct;
+  std::vector<std::vector<double>> x;
+  for (size_t i = 0; i < n; ++i) {
+    a.push_back(unif());
+    // Rounded so that ranks tie.
+    b.push_back(std::round((0.7 * a.back() + 0.3 * unif()) * 20) / 20);
+    const double z = 2 * unif() - 1, w = unif() * 3;
+    label.push_back(unif() < 1 / (1 + std::exp(-(2 * z - w + 1))) ? 1 : 0);
+    score.push_back(std::round((z + 0.5 * unif()) * 10) / 10);
+    prob.push_back(unif());
+    unc.push_back(unif() + (label.back() ? 0.0 : 0.3));
+    correct.push_back(label.back() ? 0 : 1);
+    x.push_back({z, w, z * w + 10});
+  }
+  const double l2 = 1e-3;
+  const auto dir = test::scratch_dir("eval_python_reference");
+  {
+    nlohmann::json j{{"a", a},       {"b", b},     {"score", score},     {"label", label},
+                     {"prob", prob}, {"unc", unc}, {"correct", correct}, {"X", x},
+                     {"y", label},   {"l2", l2}};
+    std::ofstream(dir / "in.json") << j.dump();
+    std::ofstream(dir / "reference.py") << kPythonReference;
+  }
+  const auto cmd = std::string("OMP_NUM_THREADS=1 ") + test::reference_python() + " '" +
+                   (dir / "reference.py").string() + "' '" + (dir / "in.json").string() + "' '" +
+                   (dir / "out.json").string() + "'";
+  auto res = test::run_command(cmd);
+  ASSERT_EQ(res.exit_code, 0) << cmd << "\n" << res.out << res.err;
+  std::ifstream in(dir / "out.json");
+  const auto ref = nlohmann::json::parse(in);
+  EXPECT_NEAR(rmse(a, b), ref["rmse"].get<double>(), 1e-9);
+  EXPECT_NEAR(pearson(a, b), ref["pearson"].get<double>(), 1e-9);
+  EXPECT_NEAR(spearman(a, b), ref["spearman"].get<double>(), 1e-9);
+  EXPECT_NEAR(concordance(a, b), ref["ccc"].get<double>(), 1e-9);
+  EXPECT_NEAR(auroc(score, label), ref["auroc"].get<double>(), 1e-9);
+  EXPECT_NEAR(expected_calibration_error(prob, label), ref["ece"].get<double>(), 1e-9);
+  EXPECT_NEAR(brier_score(prob, label), ref["brier"].get<double>(), 1e-9);
+  EXPECT_NEAR(prediction_rejection_ratio(unc, correct), ref["prr"].get<double>(), 1e-9);
+
+  LogisticOptions lo;
+  lo.l2 = l2;
+  const auto m = fit_logistic(x, label, {"z", "w", "zw"}, lo);
+  for (size_t k = 0; k < 3; ++k) {
+    EXPECT_NEAR(m.coef[k], ref["coef"][k].get<double>(), 1e-5) << k;
+    EXPECT_NEAR(m.mean[k], ref["mean"][k].get<double>(), 1e-9) << k;
+    EXPECT_NEAR(m.std[k], ref["std"][k].get<double>(), 1e-9) << k;
+  }
+  EXPECT_NEAR(m.intercept, ref["intercept"].get<double>(), 1e-5);
+}
+
+TEST(Logistic, PredictsAndRoundTripsThroughJson) {
+  // One feature, labels follow it: higher x -> y = 1 more often.
+  std::vector<std::vector<double>> x;
+  std::vector<int> y;
+  for (int i = 0; i < 40; ++i) {
+    x.push_back({static_cast<double>(i)});
+    y.push_back(i >= 20 ? (i % 7 != 0) : (i % 5 == 0));
+  }
+  const auto m = fit_logistic(x, y, {"eu_mean"});
+  EXPECT_GT(m.coef[0], 0);
+  EXPECT_GT(m.predict({35.0}), 0.8);
+  EXPECT_LT(m.predict({2.0}), 0.2);
+  // Calibrated: mean prediction equals the base rate at the optimum (intercept unpenalised).
+  double sum_p = 0, sum_y = 0;
+  for (size_t i = 0; i < x.size(); ++i) sum_p += m.predict(x[i]), sum_y += y[i];
+  EXPECT_NEAR(sum_p, sum_y, 1e-8);
+
+  const auto dir = test::scratch_dir("eval_logistic");
+  m.save(dir / "calibration.json");
+  const auto back = LogisticModel::load(dir / "calibration.json");
+  EXPECT_EQ(back.feature, m.feature);
+  EXPECT_DOUBLE_EQ(back.predict({13.0}), m.predict({13.0}));
+  const auto j = nlohmann::json::parse(std::ifstream(dir / "calibration.json"));
+  for (const char* key : {"feature", "coef", "intercept", "mean", "std"})
+    EXPECT_TRUE(j.contains(key)) << key;
+  // A single feature name as a plain string is accepted too.
+  auto single = j;
+  single["feature"] = "eu_mean";
+  EXPECT_EQ(LogisticModel::from_json(single, "x").feature, std::vector<std::string>{"eu_mean"});
+  auto bad = j;
+  bad["std"] = {0.0};
+  EXPECT_THROW(LogisticModel::from_json(bad, "bad.json"), Error);
+  EXPECT_THROW(fit_logistic({{1.0}, {2.0, 3.0}}, {0, 1}, {}), Error);
+  // Separable data stays finite thanks to the L2 term.
+  const auto sep = fit_logistic({{0.0}, {1.0}, {2.0}, {3.0}}, {0, 0, 1, 1}, {});
+  EXPECT_TRUE(std::isfinite(sep.coef[0]));
+}
+
+// --- tokenizer and models -----------------------------------------------------------------------
+
+std::vector<std::string> corpus(size_t n) {
+  auto s = generate_task(TaskOptions{}, n, 20);
+  std::vector<std::string> texts;
+  for (const auto& p : s.train) texts.push_back(training_text(p));
+  for (const auto& p : s.test) texts.push_back(training_text(p));
+  return texts;
+}
+
+TEST(BpeTrainer, TokenizerRoundTripsTheCorpus) {
+  const auto texts = corpus(600);
+  BpeOptions o;
+  o.vocab_size = 512;
+  const std::vector<std::string> train(texts.begin(), texts.begin() + 600);
+  const GgufVocab v = train_bpe_vocab(train, o);
+  ASSERT_EQ(v.tokens.size(), 512u);
+  EXPECT_EQ(v.tokens[0], "<unk>");
+  EXPECT_EQ(v.tokens[1], "<s>");
+  EXPECT_EQ(v.tokens[2], "</s>");
+  EXPECT_EQ(v.tokens[3 + 0x41], "<0x41>");
+  auto tok = tokenizer_from_gguf_vocab(v);
+  size_t chars = 0, ids = 0;
+  for (const auto& t : texts) {  // includes held-out test problems
+    const auto enc = tok->encode(t, true);
+    ASSERT_EQ(enc[0], 1);
+    ASSERT_EQ(tok->decode(enc, true), t);
+    for (auto id : enc) ASSERT_NE(id, 0) << "no <unk> on the corpus";
+    chars += t.size(), ids += enc.size();
+  }
+  EXPECT_GT(static_cast<double>(chars) / static_cast<double>(ids), 2.0) << "compression";
+  // Digits stay single tokens; unseen characters fall back to bytes and round-trip.
+  for (auto id : tok->encode("12345", false)) {
+    const std::string piece = tok->token_bytes(id);
+    EXPECT_LE(piece.find_first_of("0123456789") == std::string::npos ? 0 : 1, 1);
+    size_t digits = 0;
+    for (char c : piece) digits += std::isdigit(static_cast<unsigned char>(c)) != 0;
+    EXPECT_LE(digits, 1u) << piece;
+  }
+  const std::string odd = "Zoë paid €5 {ok} ~ \t\n";
+  EXPECT_EQ(tok->decode(tok->encode(odd, false), true), odd);
+  // Frequent words became single pieces.
+  EXPECT_TRUE(tok->token_id("\xE2\x96\x81Question").has_value());
+  // Training is deterministic.
+  EXPECT_EQ(train_bpe_vocab(train, o).tokens, v.tokens);
+}
+
+TEST(TestbedModels, PretrainingLowersTheLossAndTheTestbedIsCached) {
+  torch::set_num_threads(2);
+  TestbedOptions o;
+  o.n_train = 120;
+  o.n_test = 8;
+  o.eval_problems = 8;
+  o.bpe.vocab_size = 384;
+  o.target_shape = {32, 64, 1, 2, 2};
+  o.target_train.steps = 40;
+  o.target_train.batch_size = 8;
+  o.target_train.warmup = 5;
+  o.target_train.log_every = 0;
+  o.drafts[0].shape = {16, 32, 1, 2, 2};
+  o.drafts[0].train.steps = 4;
+  o.drafts[0].train.batch_size = 4;
+  o.drafts[0].train.warmup = 1;
+  o.drafts[0].train.log_every = 0;
+  const auto cache = test::scratch_dir("eval_testbed_cache");
+  const auto tb = build_testbed(o, cache);
+  EXPECT_FALSE(tb.from_cache);
+  const auto& target = tb.info.at("target");
+  EXPECT_LT(target.at("final_loss").get<double>(), std::log(384.0) - 1.0);
+  ASSERT_TRUE(std::filesystem::exists(tb.target_dir / "config.json"));
+  ASSERT_TRUE(std::filesystem::exists(tb.draft_dirs.at(0) / "config.json"));
+  ASSERT_TRUE(std::filesystem::exists(tb.test_jsonl));
+  EXPECT_EQ(read_gsm8k_jsonl(tb.test_jsonl).size(), 8u);
+  // The saved model carries its tokenizer and reproduces the recorded accuracy.
+  auto m = load_model(tb.target_dir);
+  ASSERT_TRUE(m.tokenizer);
+  EXPECT_EQ(m.tokenizer->vocab_size(), 384);
+  auto data = generate_task(o.task, o.n_train, o.n_test);
+  auto acc = evaluate_accuracy(*m.model, *m.tokenizer, data.test);
+  EXPECT_DOUBLE_EQ(acc.accuracy, target.at("accuracy").get<double>());
+  EXPECT_EQ(acc.responses.size(), 8u);
+  // Second build: reused, nothing left behind in temp dirs.
+  const auto again = build_testbed(o, cache);
+  EXPECT_TRUE(again.from_cache);
+  EXPECT_EQ(again.dir, tb.dir);
+  const auto entries = std::distance(std::filesystem::directory_iterator(cache),
+                                     std::filesystem::directory_iterator{});
+  EXPECT_EQ(entries, 1);
+  // A different config gets its own directory.
+  auto o2 = o;
+  o2.target_train.seed += 1;
+  EXPECT_NE(o2.key(), o.key());
+}
+
+TEST(TestbedModels, PretrainStepsReduceLossOnAFixedBatch) {
+  torch::set_num_threads(2);
+  const auto texts = corpus(64);
+  auto tok = tokenizer_from_gguf_vocab(train_bpe_vocab(texts, {320, 2, true}));
+  std::vector<std::vector<int64_t>> seqs;
+  for (const auto& t : texts) {
+    auto ids = tok->encode(t, true);
+    seqs.emplace_back(ids.begin(), ids.end());
+  }
+  auto model = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size(), 256), 3);
+  PretrainOptions po;
+  po.steps = 30;
+  po.batch_size = 8;
+  po.warmup = 3;
+  po.log_every = 0;
+  const auto stats = pretrain(*model, seqs, po);
+  ASSERT_EQ(stats.losses.size(), 30u);
+  double first = 0, last = 0;
+  for (int i = 0; i < 5; ++i)
+    first += stats.losses[static_cast<size_t>(i)],
+        last += stats.losses[25 + static_cast<size_t>(i)];
+  EXPECT_LT(last, first - 5 * 1.0);
+  EXPECT_NEAR(stats.losses[0], std::log(320.0), 0.3);  // N(0, 0.02) init starts near uniform
+  // Same seed, same run.
+  auto model2 = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size(), 256), 3);
+  EXPECT_EQ(pretrain(*model2, seqs, po).losses, stats.losses);
+}
+
+}  // namespace
+}  // namespace drafteu::eval

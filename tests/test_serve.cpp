@@ -1,0 +1,785 @@
+// Speculative decoding with uncertainty and the OpenAI-compatible server, against independent
+// references: the target's own (warped) distribution (chi-square), plain greedy target decoding,
+// a direct full-sequence computation of the uncertainty terms, caches rebuilt from scratch, and
+// the server's responses compared with the same requests run one at a time.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "family/ensemble.h"
+#include "family/lora.h"
+#include "family/low_rank_family.h"
+#include "family/noise.h"
+#include "model/checkpoint.h"
+#include "model/generate.h"
+#include "serve/acceptance.h"
+#include "serve/calibration.h"
+#include "serve/policy.h"
+#include "serve/speculative.h"
+#include "test_support.h"
+#include "uncertainty/uncertainty.h"
+#include "util/error.h"
+
+using namespace drafteu;
+using namespace drafteu::serve;
+
+namespace {
+
+// Chi-square critical value at significance 0.001 (Wilson-Hilferty; within ~1% for df >= 3).
+double chi2_critical_001(int df) {
+  const double z = 3.0902, d = static_cast<double>(df);
+  const double a = 1.0 - 2.0 / (9.0 * d) + z * std::sqrt(2.0 / (9.0 * d));
+  return d * a * a * a;
+}
+
+// Pearson chi-square of `counts` against `probs` (same length) over n draws. Cells whose expected
+// count is below 5 are pooled into one; a cell of probability 0 must stay empty.
+struct ChiSquare {
+  double stat = 0;
+  int df = 0;
+};
+ChiSquare chi_square(const std::vector<int64_t>& counts, const std::vector<double>& probs,
+                     int64_t n) {
+  ChiSquare c;
+  double pooled_obs = 0, pooled_exp = 0;
+  int cells = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    const double e = probs[i] * static_cast<double>(n);
+    if (probs[i] == 0) {
+      EXPECT_EQ(counts[i], 0) << "a token of probability 0 was sampled (cell " << i << ")";
+      continue;
+    }
+    if (e < 5) {
+      pooled_obs += static_cast<double>(counts[i]);
+      pooled_exp += e;
+      continue;
+    }
+    c.stat += std::pow(static_cast<double>(counts[i]) - e, 2) / e;
+    ++cells;
+  }
+  if (pooled_exp > 0) {
+    c.stat += std::pow(pooled_obs - pooled_exp, 2) / pooled_exp;
+    ++cells;
+  }
+  c.df = cells - 1;
+  return c;
+}
+
+void expect_chi_square_ok(const std::vector<int64_t>& counts, const std::vector<double>& probs,
+                          int64_t n, const std::string& what) {
+  auto c = chi_square(counts, probs, n);
+  ASSERT_GE(c.df, 3) << what;
+  EXPECT_LT(c.stat, chi2_critical_001(c.df)) << what << ": chi2 " << c.stat << " df " << c.df;
+}
+
+std::vector<SamplingParams> warps() {
+  SamplingParams plain;
+  SamplingParams warped;
+  warped.temperature = 0.8;
+  warped.top_k = 6;  // of 8
+  warped.top_p = 0.95;
+  return {plain, warped};
+}
+
+// A tiny Llama with a small vocabulary, its lm_head scaled so the distributions are far from
+// uniform (random init alone gives nearly flat ones).
+LlamaForCausalLM toy_model(uint64_t seed, int64_t vocab, double sharpen) {
+  LlamaConfig c;
+  c.vocab_size = vocab, c.hidden_size = 16, c.intermediate_size = 32, c.num_hidden_layers = 1;
+  c.num_attention_heads = 2, c.num_key_value_heads = 1, c.head_dim = 8;
+  c.max_position_embeddings = 64;
+  c.validate("toy");
+  torch::manual_seed(seed);
+  LlamaForCausalLM m(c);
+  m->eval();
+  torch::NoGradGuard ng;
+  m->lm_head->weight.mul_(sharpen);
+  return m;
+}
+
+struct Stories {
+  LoadedModel target;
+  std::shared_ptr<LowRankFamily> drafts;
+};
+Stories& stories() {
+  static Stories s = [] {
+    Stories st;
+    st.target = load_model(test::stories260k_gguf());
+    st.target.model->eval();
+    NoiseConfig cfg = NoiseConfig::target_family(0);
+    cfg.sigma = 0.05;  // acceptance ~0.75 greedy: rejections happen, EU ~0.03 nats/token
+    NoiseSampler sampler(*st.target.model, cfg);
+    st.drafts = std::make_shared<LowRankFamily>(st.target.model, sampler.members(3));
+    return st;
+  }();
+  return s;
+}
+
+std::vector<int64_t> stories_prompt(const std::string& text = "Once upon a time") {
+  auto& tok = *stories().target.tokenizer;
+  auto ids = tok.encode(text, true);
+  return {ids.begin(), ids.end()};
+}
+
+// |a - b| <= tol relative to the largest |b| (keys reach tens; float32 rounding scales with them).
+void expect_close(const torch::Tensor& a, const torch::Tensor& b, double tol,
+                  const std::string& what) {
+  ASSERT_EQ(a.sizes(), b.sizes()) << what;
+  const double scale = std::max(1.0, b.abs().max().item<double>());
+  EXPECT_LE((a - b).abs().max().item<double>(), tol * scale) << what;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The acceptance rule alone, on hand-made context-free distributions p_t, q_t: spec decoding in
+// rounds of γ = 3 must emit (token 0, token 1) with the joint law p_0 × p_1.
+TEST(Acceptance, RoundsReproduceTargetJointOnHandMadeDistributions) {
+  const int64_t V = 8, positions = 8, n = 20000;
+  torch::manual_seed(11);
+  auto p_logits = torch::randn({positions, V});
+  auto q_logits = p_logits + torch::randn({positions, V});  // a decent but imperfect draft
+  for (const auto& sp : warps()) {
+    auto p = warped_log_probs(p_logits, sp), q = warped_log_probs(q_logits, sp);
+    Sampler sampler(3);
+    std::vector<int64_t> counts(static_cast<size_t>(V * V), 0);
+    int64_t rejections = 0;
+    for (int64_t s = 0; s < n; ++s) {
+      std::vector<int64_t> out;
+      while (out.size() < 2) {
+        const auto pos = static_cast<int64_t>(out.size());
+        const int64_t g = 3;
+        std::vector<int64_t> props;
+        for (int64_t i = 0; i < g; ++i) props.push_back(draw_proposal(q[pos + i], false, sampler));
+        auto v =
+            verify_proposals(p.narrow(0, pos, g + 1), q.narrow(0, pos, g), props, false, sampler);
+        rejections += v.bonus ? 0 : 1;
+        out.insert(out.end(), props.begin(), props.begin() + v.accepted);
+        out.push_back(v.token);
+      }
+      ++counts[static_cast<size_t>(out[0] * V + out[1])];
+    }
+    EXPECT_GT(rejections, n / 10) << "the test needs rejections to mean anything";
+    auto joint = (p[0].exp().unsqueeze(1) * p[1].exp().unsqueeze(0)).reshape(-1).to(torch::kDouble);
+    std::vector<double> probs(joint.data_ptr<double>(), joint.data_ptr<double>() + V * V);
+    expect_chi_square_ok(counts, probs, n, "temperature " + std::to_string(sp.temperature));
+  }
+}
+
+TEST(Acceptance, GreedyAcceptsWhileArgmaxMatches) {
+  auto p = torch::full({4, 5}, -10.0);
+  p[0][1] = 0, p[1][2] = 0, p[2][3] = 0, p[3][4] = 0;
+  auto q = torch::log_softmax(torch::zeros({3, 5}), -1);
+  Sampler s(0);
+  auto v = verify_proposals(p, q, {1, 2, 0}, true, s);
+  EXPECT_EQ(v.accepted, 2);
+  EXPECT_EQ(v.token, 3);
+  EXPECT_FALSE(v.bonus);
+  v = verify_proposals(p, q, {1, 2, 3}, true, s);
+  EXPECT_EQ(v.accepted, 3);
+  EXPECT_EQ(v.token, 4);
+  EXPECT_TRUE(v.bonus);
+}
+
+// The whole decoder on toy models: the first two generated tokens follow the target's warped
+// joint law, with a mixture proposer over two drafts and with one draft proposing.
+TEST(Speculative, SamplesFollowTargetLawOnToyModels) {
+  const int64_t V = 8, n = 1000;
+  auto target = toy_model(1, V, 2.5);
+  auto drafts = std::make_shared<Ensemble>(
+      std::vector<LlamaForCausalLM>{toy_model(2, V, 2.5), toy_model(3, V, 2.5)});
+  SpeculativeDecoder dec(target, drafts);
+  const std::vector<int64_t> prompt = {1, 4};
+  int config = 0;
+  for (const auto& sp : warps()) {
+    SpeculativeOptions o;
+    o.sampling = sp;
+    o.max_new_tokens = 2;
+    o.gamma = {2, 1, 3, true};
+    o.proposer = config == 0 ? Proposer::parse("mixture") : Proposer::parse("1");
+    std::vector<int64_t> counts(static_cast<size_t>(V * V), 0);
+    int64_t proposed = 0, accepted = 0;
+    for (int64_t s = 0; s < n; ++s) {
+      o.seed = static_cast<uint64_t>(s);
+      auto r = dec.generate(prompt, o);
+      ASSERT_EQ(r.tokens.size(), 2u);
+      ++counts[static_cast<size_t>(r.tokens[0].id * V + r.tokens[1].id)];
+      proposed += r.stats.proposed, accepted += r.stats.accepted;
+    }
+    EXPECT_GT(proposed - accepted, n / 10) << "the test needs rejections to mean anything";
+    // Reference: p(t0) p(t1 | t0) from plain target forwards, warped the same way.
+    torch::NoGradGuard ng;
+    std::vector<double> probs;
+    auto ids = torch::tensor(prompt).unsqueeze(0);
+    auto p0 = warped_log_probs(target->forward(ids)[0][-1], sp).exp();
+    for (int64_t a = 0; a < V; ++a) {
+      auto ids1 = torch::cat({ids, torch::full({1, 1}, a, torch::kInt64)}, 1);
+      auto p1 = warped_log_probs(target->forward(ids1)[0][-1], sp).exp();
+      for (int64_t b = 0; b < V; ++b) probs.push_back(p0[a].item<double>() * p1[b].item<double>());
+    }
+    expect_chi_square_ok(counts, probs, n, "config " + std::to_string(config));
+    ++config;
+  }
+}
+
+TEST(Speculative, GreedyEqualsTargetAndRecordsMatchDirectComputation) {
+  auto& st = stories();
+  auto& target = *st.target.model;
+  auto prompt = stories_prompt();
+  GenerateOptions go;
+  go.sampling.temperature = 0;
+  go.max_new_tokens = 48;
+  auto plain = generate(target, prompt, go);
+
+  SpeculativeDecoder dec(st.target.model, st.drafts);
+  SpeculativeOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = 48;
+  o.gamma = {3, 1, 6, true};
+  auto r = dec.generate(prompt, o);
+  ASSERT_EQ(r.tokens.size(), plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_EQ(r.tokens[i].id, plain[i].id) << "token " << i;
+    EXPECT_NEAR(r.tokens[i].logprob, plain[i].logprob, 1e-4) << "token " << i;
+  }
+  EXPECT_LT(r.stats.accepted, r.stats.proposed) << "drafts too close: no rejection exercised";
+  EXPECT_GT(r.stats.accepted, 0);
+
+  // Direct computation over the final text: one target forward, one family forward.
+  torch::NoGradGuard ng;
+  std::vector<int64_t> text = prompt;
+  for (const auto& t : r.tokens) text.push_back(t.id);
+  auto ids = torch::tensor(text).unsqueeze(0);
+  const auto L = static_cast<int64_t>(prompt.size()), T = static_cast<int64_t>(r.tokens.size());
+  auto tlog = torch::log_softmax(target.forward(ids)[0].narrow(0, L - 1, T), -1);
+  auto dlog = torch::log_softmax(st.drafts->forward(ids).select(1, 0).narrow(1, L - 1, T), -1);
+  auto est = uncertainty::draft_estimator(dlog, tlog);
+  auto h = uncertainty::entropy(tlog);
+  for (int64_t i = 0; i < T; ++i) {
+    const auto& u = r.tokens[static_cast<size_t>(i)].uncertainty;
+    ASSERT_TRUE(u.has_value());
+    EXPECT_NEAR(u->jsd, est.jsd[i].item<double>(), 1e-5) << "jsd, token " << i;
+    EXPECT_NEAR(u->bias, est.bias[i].item<double>(), 1e-5) << "bias, token " << i;
+    EXPECT_NEAR(u->eu_hat, est.eu_hat[i].item<double>(), 1e-5) << "eu_hat, token " << i;
+    EXPECT_NEAR(u->entropy, h[i].item<double>(), 1e-5) << "entropy, token " << i;
+  }
+  EXPECT_GT(est.eu_hat.max().item<double>(), 0.0);
+}
+
+// After every round, the target's and the drafts' caches equal those of decoding the kept text
+// from scratch.
+TEST(Speculative, KvRollbackMatchesFreshDecode) {
+  auto& st = stories();
+  auto& target = *st.target.model;
+  SpeculativeDecoder dec(st.target.model, st.drafts);
+  const int64_t layers = target.config().num_hidden_layers;
+  for (double temperature : {0.0, 1.0}) {
+    SpeculativeOptions o;
+    o.sampling.temperature = temperature;
+    o.max_new_tokens = 40;
+    o.seed = 5;
+    auto session = dec.start(stories_prompt(), o);
+    int checked = 0;
+    while (session->step()) {
+      torch::NoGradGuard ng;
+      const auto& seq = session->sequence();
+      const auto& tc = session->target_cache();
+      ASSERT_EQ(tc.length(), static_cast<int64_t>(seq.size()) - 1);
+      auto fresh = target.new_cache();
+      target.forward(
+          torch::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + tc.length())).unsqueeze(0),
+          &fresh);
+      for (int64_t l = 0; l < layers; ++l) {
+        expect_close(tc.keys(l), fresh.keys(l), 1e-5, "target keys " + std::to_string(l));
+        expect_close(tc.values(l), fresh.values(l), 1e-5, "target values " + std::to_string(l));
+      }
+      const auto& dc = session->draft_cache();
+      auto dfresh = st.drafts->new_cache();
+      st.drafts->forward(
+          torch::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + dc.length())).unsqueeze(0),
+          &dfresh);
+      ASSERT_EQ(dfresh.length(), dc.length());
+      for (int64_t l = 0; l < layers; ++l) {
+        expect_close(dc.at(0).keys(l), dfresh.at(0).keys(l), 1e-5, "draft keys");
+        expect_close(dc.at(0).values(l), dfresh.at(0).values(l), 1e-5, "draft values");
+      }
+      ++checked;
+    }
+    EXPECT_GT(checked, 3);
+    EXPECT_LT(session->stats().accepted, session->stats().proposed) << "no rejection exercised";
+  }
+}
+
+// With the p_mix adapter as the reference, the output is still the plain target's, and the bias
+// is KL(q_mix || target + adapter).
+TEST(Speculative, ReferenceAdapterKeepsOutputAndChangesReference) {
+  auto& st = stories();
+  auto& target = *st.target.model;
+  torch::manual_seed(3);
+  LoraAdapter adapter(target, LoraConfig{});
+  {
+    torch::NoGradGuard ng;
+    for (auto& [name, layer] : adapter->layers()) layer->lora_B.normal_(0.0, 0.2);
+  }
+  SpeculativeDecoder dec(st.target.model, st.drafts, adapter->to_member());
+  SpeculativeOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = 24;
+  auto prompt = stories_prompt();
+  auto r = dec.generate(prompt, o);
+  GenerateOptions go;
+  go.sampling.temperature = 0;
+  go.max_new_tokens = 24;
+  auto plain = generate(target, prompt, go);
+  ASSERT_EQ(r.tokens.size(), plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_EQ(r.tokens[i].id, plain[i].id) << i;
+
+  torch::NoGradGuard ng;
+  std::vector<int64_t> text = prompt;
+  for (const auto& t : r.tokens) text.push_back(t.id);
+  auto ids = torch::tensor(text).unsqueeze(0);
+  const auto L = static_cast<int64_t>(prompt.size()), T = static_cast<int64_t>(r.tokens.size());
+  adapter->attach(target);
+  auto ref = torch::log_softmax(target.forward(ids)[0].narrow(0, L - 1, T), -1);
+  adapter->detach();
+  auto dlog = torch::log_softmax(st.drafts->forward(ids).select(1, 0).narrow(1, L - 1, T), -1);
+  auto bias = uncertainty::bias_term(dlog, ref);
+  for (int64_t i = 0; i < T; ++i)
+    EXPECT_NEAR(r.tokens[static_cast<size_t>(i)].uncertainty->bias, bias[i].item<double>(), 1e-5);
+}
+
+TEST(Speculative, UncertaintyStopAndFlags) {
+  auto& st = stories();
+  SpeculativeDecoder dec(st.target.model, st.drafts);
+  SpeculativeOptions o;
+  o.sampling.temperature = 0;
+  o.max_new_tokens = 30;
+  o.policy.flag_threshold = 0.0;
+  auto r = dec.generate(stories_prompt(), o);
+  double sum = 0;
+  for (const auto& t : r.tokens) {
+    EXPECT_EQ(t.uncertainty->flagged, t.uncertainty->eu_hat > 0.0);
+    sum += t.uncertainty->eu_hat;
+  }
+  // Stop once the running sum passes half of the full run's: fewer tokens, reason "uncertainty".
+  o.policy.stop_threshold = sum / 2;
+  auto r2 = dec.generate(stories_prompt(), o);
+  EXPECT_EQ(r2.finish, FinishReason::Uncertainty);
+  EXPECT_LT(r2.tokens.size(), r.tokens.size());
+  double partial = 0;
+  for (size_t i = 0; i + 1 < r2.tokens.size(); ++i) partial += r2.tokens[i].uncertainty->eu_hat;
+  EXPECT_LE(partial, sum / 2);
+  EXPECT_GT(partial + r2.tokens.back().uncertainty->eu_hat, sum / 2);
+  // Without uncertainty the tokens are the same and carry no record.
+  o.uncertainty = false;
+  o.policy = {};
+  auto r3 = dec.generate(stories_prompt(), o);
+  ASSERT_EQ(r3.tokens.size(), r.tokens.size());
+  for (size_t i = 0; i < r3.tokens.size(); ++i) {
+    EXPECT_EQ(r3.tokens[i].id, r.tokens[i].id);
+    EXPECT_FALSE(r3.tokens[i].uncertainty.has_value());
+  }
+}
+
+TEST(Policy, SummaryFlaggedSpansAndCalibration) {
+  auto cal =
+      Calibration::from_json({{"feature", "eu_max"}, {"coef", 2.0}, {"intercept", -1.0}}, "test");
+  auto s = summarize({0.1, 0.5, 0.6, 0.0, 0.7}, {false, true, true, false, true}, cal);
+  EXPECT_NEAR(s.eu_sum, 1.9, 1e-12);
+  EXPECT_NEAR(s.eu_mean, 0.38, 1e-12);
+  EXPECT_NEAR(s.eu_max, 0.7, 1e-12);
+  ASSERT_EQ(s.flagged.size(), 2u);
+  EXPECT_EQ(s.flagged[0].begin, 1);
+  EXPECT_EQ(s.flagged[0].end, 3);
+  EXPECT_NEAR(s.flagged[0].eu_max, 0.6, 1e-12);
+  EXPECT_EQ(s.flagged[1].begin, 4);
+  ASSERT_TRUE(s.p_error.has_value());
+  EXPECT_NEAR(*s.p_error, 1.0 / (1.0 + std::exp(-(2.0 * 0.7 - 1.0))), 1e-12);
+  EXPECT_THROW(
+      Calibration::from_json({{"feature", "eu_median"}, {"coef", 1}, {"intercept", 0}}, "x"),
+      Error);
+  EXPECT_THROW(
+      Calibration::from_json({{"feature", "eu_sum"}, {"coef", "1"}, {"intercept", 0}}, "x"), Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP server, in process on an ephemeral loopback port, through a real HTTP client.
+#include <httplib.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <future>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "serve/server.h"
+
+namespace {
+
+using json = nlohmann::json;
+const char* kKey = "sekret";
+const char* kModel = "stories260K";
+
+struct LiveServer {
+  std::unique_ptr<SpeculativeDecoder> decoder;
+  std::unique_ptr<Server> server;
+  LiveServer(int64_t max_queue, size_t max_body = 1 << 20) {
+    auto& st = stories();
+    decoder = std::make_unique<SpeculativeDecoder>(st.target.model, st.drafts);
+    ServerConfig c;
+    c.port = 0;
+    c.api_key = kKey;
+    c.model_name = kModel;
+    c.max_queue = max_queue;
+    c.max_body_bytes = max_body;
+    c.limits.max_prompt_tokens = 64;
+    c.limits.max_tokens_limit = 48;
+    c.defaults.stop_ids = st.target.generation.eos_token_ids;
+    c.defaults.policy.flag_threshold = 0.01;
+    c.calibration = Calibration{uncertainty::Aggregation::Mean, 10.0, -2.0};
+    server = std::make_unique<Server>(*decoder, st.target.tokenizer, c);
+    server->start();
+  }
+  httplib::Client client(bool auth = true) const {
+    httplib::Client c("127.0.0.1", server->port());
+    c.set_read_timeout(60, 0);
+    if (auth) c.set_bearer_token_auth(kKey);
+    return c;
+  }
+};
+
+LiveServer& live() {
+  static LiveServer s(32, 64 * 1024);
+  return s;
+}
+
+struct Reply {
+  int status = 0;
+  json body;
+  std::string raw;
+};
+Reply post(const std::string& path, const std::string& body, bool auth = true) {
+  auto c = live().client(auth);
+  auto res = c.Post(path.c_str(), body, "application/json");
+  Reply r;
+  if (!res) {
+    ADD_FAILURE() << "no response from " << path << ": " << httplib::to_string(res.error());
+    return r;
+  }
+  r.status = res->status;
+  r.raw = res->body;
+  r.body = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
+  return r;
+}
+
+// The data payloads of a server-sent-event body, in order.
+std::vector<std::string> sse_events(const std::string& body) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < body.size()) {
+    auto end = body.find("\n\n", pos);
+    EXPECT_NE(end, std::string::npos) << "event without its blank line";
+    if (end == std::string::npos) break;
+    auto ev = body.substr(pos, end - pos);
+    EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+    out.push_back(ev.substr(6));
+    pos = end + 2;
+  }
+  return out;
+}
+
+void expect_error_body(const Reply& r, int status, const std::string& code) {
+  EXPECT_EQ(r.status, status) << r.raw;
+  ASSERT_TRUE(r.body.is_object()) << r.raw;
+  ASSERT_TRUE(r.body.contains("error")) << r.raw;
+  const auto& e = r.body["error"];
+  for (const char* k : {"message", "type", "param", "code"}) EXPECT_TRUE(e.contains(k)) << k;
+  EXPECT_TRUE(e["message"].is_string());
+  if (!code.empty()) {
+    EXPECT_EQ(e["code"], code) << r.raw;
+  }
+}
+
+void expect_uncertainty_object(const json& u) {
+  ASSERT_TRUE(u.is_object()) << u.dump();
+  for (const char* k : {"eu_hat", "jsd", "bias", "entropy"}) EXPECT_TRUE(u[k].is_number()) << k;
+  EXPECT_TRUE(u["accepted"].is_boolean());
+}
+
+std::string completion_body(const std::string& prompt, int max_tokens, bool stream = false) {
+  return json{{"model", kModel},  {"prompt", prompt}, {"max_tokens", max_tokens},
+              {"temperature", 0}, {"stream", stream}, {"logprobs", 2}}
+      .dump();
+}
+
+}  // namespace
+
+TEST(Server, CompletionMatchesGreedyTargetText) {
+  auto r = post("/v1/completions", completion_body("Once upon a time", 24));
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const auto& b = r.body;
+  EXPECT_EQ(b["object"], "text_completion");
+  EXPECT_EQ(b["model"], kModel);
+  const auto& ch = b["choices"][0];
+  EXPECT_TRUE(ch["finish_reason"] == "length" || ch["finish_reason"] == "stop");
+  const auto n = ch["uncertainty"].size();
+  ASSERT_GT(n, 0u);
+  EXPECT_EQ(ch["logprobs"]["tokens"].size(), n);
+  EXPECT_EQ(ch["logprobs"]["token_logprobs"].size(), n);
+  EXPECT_EQ(ch["logprobs"]["top_logprobs"][0].size(), 2u);
+  for (const auto& u : ch["uncertainty"]) expect_uncertainty_object(u);
+  const auto& s = ch["uncertainty_summary"];
+  for (const char* k : {"eu_sum", "eu_mean", "eu_max", "p_error"})
+    EXPECT_TRUE(s[k].is_number()) << k;
+  EXPECT_TRUE(s["flagged_spans"].is_array());
+  EXPECT_EQ(b["usage"]["prompt_tokens"].get<int>() + b["usage"]["completion_tokens"].get<int>(),
+            b["usage"]["total_tokens"].get<int>());
+
+  // Independent reference: plain greedy decoding of the target, decoded without special tokens.
+  auto& st = stories();
+  GenerateOptions go;
+  go.sampling.temperature = 0;
+  go.max_new_tokens = 24;
+  go.stop_ids = st.target.generation.eos_token_ids;
+  auto plain = generate(*st.target.model, stories_prompt("Once upon a time"), go);
+  std::vector<int32_t> ids;
+  for (const auto& t : plain) ids.push_back(static_cast<int32_t>(t.id));
+  EXPECT_EQ(ch["text"].get<std::string>(), st.target.tokenizer->decode(ids, true));
+}
+
+TEST(Server, ChatAndStreamsHaveOpenAIShapes) {
+  json chat = {{"model", kModel},
+               {"messages", json::array({{{"role", "user"}, {"content", "Tell a story"}}})},
+               {"max_tokens", 16},
+               {"temperature", 0},
+               {"logprobs", true},
+               {"top_logprobs", 1}};
+  auto r = post("/v1/chat/completions", chat.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["object"], "chat.completion");
+  const auto& ch = r.body["choices"][0];
+  EXPECT_EQ(ch["message"]["role"], "assistant");
+  const std::string text = ch["message"]["content"];
+  ASSERT_GT(ch["logprobs"]["content"].size(), 0u);
+  for (const auto& e : ch["logprobs"]["content"]) {
+    EXPECT_TRUE(e["token"].is_string());
+    EXPECT_TRUE(e["logprob"].is_number());
+    EXPECT_EQ(e["top_logprobs"].size(), 1u);
+    expect_uncertainty_object(e["uncertainty"]);
+  }
+
+  chat["stream"] = true;
+  auto s = post("/v1/chat/completions", chat.dump());
+  ASSERT_EQ(s.status, 200);
+  auto events = sse_events(s.raw);
+  ASSERT_GE(events.size(), 3u);
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string streamed;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    auto j = json::parse(events[i]);
+    EXPECT_EQ(j["object"], "chat.completion.chunk");
+    const auto& c = j["choices"][0];
+    if (i == 0) {
+      EXPECT_EQ(c["delta"]["role"], "assistant");
+    }
+    if (c["delta"].contains("content")) streamed += c["delta"]["content"].get<std::string>();
+    if (i > 0 && i + 2 < events.size()) {
+      EXPECT_TRUE(c["finish_reason"].is_null());
+      expect_uncertainty_object(c["logprobs"]["content"][0]["uncertainty"]);
+    }
+    if (i + 2 == events.size()) {
+      EXPECT_TRUE(c["finish_reason"].is_string());
+      EXPECT_TRUE(c["uncertainty_summary"]["eu_sum"].is_number());
+    }
+  }
+  EXPECT_EQ(streamed, text);
+
+  auto cs = post("/v1/completions", completion_body("The cat", 16, true));
+  ASSERT_EQ(cs.status, 200);
+  auto cev = sse_events(cs.raw);
+  ASSERT_GE(cev.size(), 2u);
+  EXPECT_EQ(cev.back(), "[DONE]");
+  std::string ctext;
+  for (size_t i = 0; i + 1 < cev.size(); ++i) {
+    auto j = json::parse(cev[i]);
+    EXPECT_EQ(j["object"], "text_completion");
+    ctext += j["choices"][0]["text"].get<std::string>();
+  }
+  auto plain = post("/v1/completions", completion_body("The cat", 16));
+  EXPECT_EQ(ctext, plain.body["choices"][0]["text"].get<std::string>());
+}
+
+TEST(Server, ErrorsAreOpenAIStyle4xx) {
+  expect_error_body(post("/v1/completions", "{\"model\": "), 400, "invalid_json");
+  expect_error_body(post("/v1/completions", "[1, 2]"), 400, "invalid_type");
+  expect_error_body(post("/v1/completions",
+                         json{{"model", kModel}, {"prompt", "x"}, {"max_tokens", "ten"}}.dump()),
+                    400, "invalid_type");
+  expect_error_body(post("/v1/completions", json{{"model", kModel}, {"prompt", 5}}.dump()), 400,
+                    "invalid_type");
+  expect_error_body(
+      post("/v1/completions", json{{"model", kModel}, {"prompt", "x"}, {"temperature", 9}}.dump()),
+      400, "invalid_value");
+  expect_error_body(post("/v1/completions", json{{"model", "gpt-9"}, {"prompt", "x"}}.dump()), 404,
+                    "model_not_found");
+  expect_error_body(
+      post("/v1/completions", json{{"model", kModel}, {"prompt", "x"}, {"n", 2}}.dump()), 400,
+      "unsupported_value");
+  expect_error_body(post("/v1/completions",
+                         json{{"model", kModel}, {"prompt", "x"}, {"max_tokens", 4096}}.dump()),
+                    400, "max_tokens_exceeded");
+  std::string long_prompt;
+  for (int i = 0; i < 200; ++i) long_prompt += "Once upon a time ";
+  expect_error_body(
+      post("/v1/completions", json{{"model", kModel}, {"prompt", long_prompt}}.dump()), 400,
+      "context_length_exceeded");
+  expect_error_body(
+      post("/v1/chat/completions", json{{"model", kModel}, {"messages", "hi"}}.dump()), 400,
+      "invalid_type");
+  expect_error_body(post("/v1/completions", completion_body("x", 4), /*auth=*/false), 401,
+                    "invalid_api_key");
+  expect_error_body(post("/v1/nothing", "{}"), 404, "not_found");
+  expect_error_body(post("/v1/completions", std::string(100 * 1024, ' ')), 413,
+                    "payload_too_large");
+  // Still serving after all that.
+  EXPECT_EQ(post("/v1/completions", completion_body("x", 2)).status, 200);
+}
+
+TEST(Server, ConcurrentClientsMatchSequentialResults) {
+  const int n = 16;
+  std::vector<std::string> bodies;
+  const char* prompts[] = {"Once upon a time", "The dog", "Lily saw", "Tom was happy"};
+  for (int i = 0; i < n; ++i) bodies.push_back(completion_body(prompts[i % 4], 6 + i));
+  std::vector<json> sequential;
+  for (const auto& b : bodies) {
+    auto r = post("/v1/completions", b);
+    ASSERT_EQ(r.status, 200) << r.raw;
+    sequential.push_back(r.body);
+  }
+  std::vector<std::future<Reply>> futures;
+  for (const auto& b : bodies)
+    futures.push_back(std::async(std::launch::async, [b] { return post("/v1/completions", b); }));
+  for (int i = 0; i < n; ++i) {
+    auto r = futures[static_cast<size_t>(i)].get();
+    ASSERT_EQ(r.status, 200) << r.raw;
+    const auto& a = r.body["choices"][0];
+    const auto& e = sequential[static_cast<size_t>(i)]["choices"][0];
+    EXPECT_EQ(a["text"], e["text"]) << "request " << i;
+    EXPECT_EQ(a["logprobs"]["tokens"], e["logprobs"]["tokens"]) << "request " << i;
+    ASSERT_EQ(a["uncertainty"].size(), e["uncertainty"].size());
+    for (size_t k = 0; k < a["uncertainty"].size(); ++k)
+      EXPECT_NEAR(a["uncertainty"][k]["eu_hat"].get<double>(),
+                  e["uncertainty"][k]["eu_hat"].get<double>(), 1e-9);
+  }
+}
+
+TEST(Server, QueueFullIs429AndHealthModelsMetrics) {
+  LiveServer small(1);
+  std::vector<std::future<int>> futures;
+  for (int i = 0; i < 6; ++i)
+    futures.push_back(std::async(std::launch::async, [&small] {
+      auto c = small.client();
+      auto res =
+          c.Post("/v1/completions", completion_body("Once upon a time", 48), "application/json");
+      return res ? res->status : -1;
+    }));
+  int ok = 0, busy = 0;
+  for (auto& f : futures) {
+    int s = f.get();
+    ok += s == 200;
+    busy += s == 429;
+  }
+  EXPECT_EQ(ok + busy, 6);
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(busy, 1);
+
+  auto c = small.client();
+  auto h = c.Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  auto m = c.Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(json::parse(m->body)["data"][0]["id"], kModel);
+  auto met = c.Get("/metrics");
+  ASSERT_TRUE(met);
+  for (const char* k :
+       {"drafteu_requests_total{route=\"/v1/completions\",status=\"429\"}",
+        "drafteu_tokens_generated_total", "drafteu_acceptance_rate",
+        "drafteu_token_eu_hat_bucket{le=\"+Inf\"}", "drafteu_request_latency_seconds_count"})
+    EXPECT_NE(met->body.find(k), std::string::npos) << k;
+  small.server->stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The CLI: `generate --drafts` keeps the plain greedy tokens and adds uncertainty; `serve` runs as
+// a subprocess, answers, and shuts down on SIGTERM.
+TEST(Cli, GenerateWithDraftsAddsUncertainty) {
+  const std::string model = test::stories260k_gguf().string();
+  const std::string base = test::drafteu_bin() + " generate --model " + model +
+                           " --prompt 'Once upon a time' --max-tokens 16 --temperature 0 --json";
+  auto plain = test::run_command(base);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  auto spec = test::run_command(base + " --draft " + model +
+                                " --draft-noise 2 --draft-sigma 0.05 --uncertainty --gamma 3");
+  ASSERT_EQ(spec.exit_code, 0) << spec.err;
+  std::istringstream a(plain.out), b(spec.out);
+  std::string la, lb;
+  int lines = 0;
+  while (std::getline(a, la)) {
+    ASSERT_TRUE(std::getline(b, lb));
+    auto ja = json::parse(la), jb = json::parse(lb);
+    EXPECT_EQ(ja["id"], jb["id"]);
+    expect_uncertainty_object(jb["uncertainty"]);
+    ++lines;
+  }
+  EXPECT_GT(lines, 0);
+  EXPECT_NE(spec.err.find("acceptance"), std::string::npos) << spec.err;
+}
+
+TEST(Cli, ServeSubprocessAnswersAndStopsOnSigterm) {
+  auto dir = test::scratch_dir("serve_cli");
+  const std::string model = test::stories260k_gguf().string();
+  auto started =
+      test::run_command(test::drafteu_bin() + " --threads 1 serve --model " + model + " --draft " +
+                        model + " --draft-noise 2 --port 0 >" + (dir / "out.txt").string() + " 2>" +
+                        (dir / "err.txt").string() + " & echo $!");
+  const int pid = std::stoi(started.out);
+  int port = 0;
+  for (int i = 0; i < 200 && !port; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::ifstream in(dir / "out.txt");
+    std::string s((std::istreambuf_iterator<char>(in)), {});
+    std::smatch m;
+    if (std::regex_search(s, m, std::regex("listening on http://127\\.0\\.0\\.1:(\\d+)")))
+      port = std::stoi(m[1]);
+  }
+  ASSERT_GT(port, 0) << "server did not start";
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  json req = {{"model", "stories260K"}, {"prompt", "Once"}, {"max_tokens", 8}, {"temperature", 0}};
+  auto res = c.Post("/v1/completions", req.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  ::kill(pid, SIGTERM);
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // Reparented to a reaper-less init it may linger as a zombie: that has exited too.
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    gone = ::kill(pid, 0) != 0 || line.find(") Z") != std::string::npos;
+  }
+  EXPECT_TRUE(gone) << "server still running after SIGTERM";
+  std::ifstream err(dir / "err.txt");
+  std::string e((std::istreambuf_iterator<char>(err)), {});
+  EXPECT_NE(e.find("shutting down"), std::string::npos) << e;
+}
