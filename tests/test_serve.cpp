@@ -399,6 +399,15 @@ TEST(Policy, SummaryFlaggedSpansAndCalibration) {
   EXPECT_EQ(s.flagged[1].begin, 4);
   ASSERT_TRUE(s.p_error.has_value());
   EXPECT_NEAR(*s.p_error, 1.0 / (1.0 + std::exp(-(2.0 * 0.7 - 1.0))), 1e-12);
+  // The file `drafteu experiment` fits: standardised features, several of them.
+  auto fitted = Calibration::from_json({{"feature", {"eu_sum", "eu_max"}},
+                                        {"coef", {0.5, -0.25}},
+                                        {"intercept", 0.1},
+                                        {"mean", {1.0, 0.5}},
+                                        {"std", {2.0, 0.25}}},
+                                       "fitted");
+  double z = 0.1 + 0.5 * (1.9 - 1.0) / 2.0 - 0.25 * (0.7 - 0.5) / 0.25;  // by hand
+  EXPECT_NEAR(fitted.p_error(1.9, 0.38, 0.7), 1.0 / (1.0 + std::exp(-z)), 1e-12);
   EXPECT_THROW(
       Calibration::from_json({{"feature", "eu_median"}, {"coef", 1}, {"intercept", 0}}, "x"),
       Error);
@@ -444,7 +453,8 @@ struct LiveServer {
     c.limits.max_tokens_limit = 48;
     c.defaults.stop_ids = st.target.generation.eos_token_ids;
     c.defaults.policy.flag_threshold = 0.01;
-    c.calibration = Calibration{uncertainty::Aggregation::Mean, 10.0, -2.0};
+    c.calibration =
+        Calibration::from_json({{"feature", "eu_mean"}, {"coef", 10.0}, {"intercept", -2.0}}, "test");
     server = std::make_unique<Server>(*decoder, st.target.tokenizer, c);
     server->start();
   }

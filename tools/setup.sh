@@ -8,11 +8,13 @@ build=${1:-$root/build}
 packages=(build-essential cmake ninja-build pkg-config ccache git
           libtorch-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libpcre2-dev
           libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
-          python3-torch npm gnuplot-nox chromium)
+          python3-torch gnuplot-nox chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# npm may come with a Node.js that is not Debian's (whose npm package would conflict with it).
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   sudo_cmd=(); [[ $(id -u) == 0 ]] || sudo_cmd=(sudo)

@@ -36,5 +36,6 @@ void run_speculative_generate(SpeculativeFlags& flags, const LoadedModel& target
                               bool json);
 void add_score_command(CLI::App& app, GlobalOptions& global);
 void add_testbed_command(CLI::App& app, GlobalOptions& global);
+void add_experiment_command(CLI::App& app, GlobalOptions& global);
 
 }  // namespace drafteu::cli

@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   drafteu::cli::add_serve_command(app, global);
   drafteu::cli::add_score_command(app, global);
   drafteu::cli::add_testbed_command(app, global);
+  drafteu::cli::add_experiment_command(app, global);
 
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;

@@ -104,7 +104,7 @@ std::shared_ptr<SpeculativeFlags> add_speculative_flags(CLI::App* cmd, bool serv
   cmd->add_option("--eu-stop-min-tokens", f->eu_stop_min_tokens, "tokens before --eu-stop applies")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--calibration", f->calibration,
-                  "logistic calibration JSON {feature, coef, intercept} -> p_error");
+                  "logistic calibration JSON (as drafteu experiment writes it) -> p_error");
   if (serving)
     f->uncertainty = true;
   else

@@ -1,5 +1,7 @@
 #include "distill/config.h"
 
+#include "util/json.h"
+
 #include "family/seeding.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -28,18 +30,6 @@ const json& object(const json& j, const std::string& source) {
 }
 
 }  // namespace
-
-json read_json_file(const fs::path& path) {
-  if (!fs::exists(path)) fail(path.string(), ": no such file");
-  json j;
-  try {
-    j = json::parse(read_text_file(path));
-  } catch (const json::exception& e) {
-    fail(path.string(), ": malformed JSON (", e.what(), ")");
-  }
-  if (!j.is_object()) fail(path.string(), ": expected a JSON object");
-  return j;
-}
 
 void check_fields(const json& j, const std::string& source,
                   std::initializer_list<const char*> known) {

@@ -2,6 +2,7 @@
 // Parsing starts from a method's defaults, takes only the fields present, and rejects unknown
 // fields and wrong types with an error naming the source and the field.
 #pragma once
+#include "util/json.h"
 #include <filesystem>
 #include <string>
 
@@ -17,7 +18,7 @@
 
 namespace drafteu::distill {
 
-nlohmann::json read_json_file(const std::filesystem::path& path);  // a JSON object
+using drafteu::read_json_file;  // util/json.h
 
 nlohmann::json to_json(const TrainConfig& c);
 nlohmann::json to_json(const LoraConfig& c);

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/json.h"
 #include "util/file.h"
 
 namespace drafteu::eval {
@@ -107,13 +108,7 @@ void LogisticModel::save(const std::filesystem::path& path) const {
 }
 
 LogisticModel LogisticModel::load(const std::filesystem::path& path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path.string(), ": not valid JSON: ", e.what());
-  }
-  return from_json(j, path.string());
+  return from_json(read_json_file(path), path.string());
 }
 
 LogisticModel fit_logistic(const std::vector<std::vector<double>>& rows,

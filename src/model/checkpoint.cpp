@@ -8,6 +8,7 @@
 #include "model/tokenizer/gguf_vocab.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace drafteu {
 namespace fs = std::filesystem;
@@ -55,12 +56,7 @@ GenerationConfig read_generation_config(const fs::path& dir, const LlamaConfig& 
   g.bos_token_id = c.bos_token_id;
   fs::path file = dir / "generation_config.json";
   if (!fs::exists(file)) return g;
-  json j;
-  try {
-    j = json::parse(read_text_file(file));
-  } catch (const json::parse_error& e) {
-    fail(file.string(), ": not valid JSON: ", e.what());
-  }
+  json j = read_json_file(file);
   try {
     if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
       g.eos_token_ids.clear();

@@ -4,7 +4,7 @@
 
 #include "model/io/gguf.h"
 #include "util/error.h"
-#include "util/file.h"
+#include "util/json.h"
 
 namespace drafteu {
 using nlohmann::json;
@@ -124,13 +124,7 @@ LlamaConfig LlamaConfig::from_hf_json(const json& j, const std::string& source) 
 }
 
 LlamaConfig LlamaConfig::from_hf_file(const std::filesystem::path& config_json) {
-  json j;
-  try {
-    j = json::parse(read_text_file(config_json));
-  } catch (const json::parse_error& e) {
-    fail(config_json.string(), ": not valid JSON: ", e.what());
-  }
-  return from_hf_json(j, config_json.string());
+  return from_hf_json(read_json_file(config_json), config_json.string());
 }
 
 json LlamaConfig::to_hf_json() const {

@@ -1,0 +1,78 @@
+#include "eval/experiment.h"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <ostream>
+
+#include "eval/experiment_cost.h"
+#include "eval/experiment_detection.h"
+#include "eval/experiment_fidelity.h"
+#include "eval/experiment_methods.h"
+#include "eval/experiment_proxy.h"
+#include "eval/experiment_report.h"
+#include "eval/experiment_train.h"
+#include "util/file.h"
+
+namespace drafteu::eval {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::path& work,
+                    std::ostream* log) {
+  const auto t0 = std::chrono::steady_clock::now();
+  require_gnuplot();  // fail before any work, not after it
+  fs::create_directories(out);
+  StepCache cache(work, log);
+  const TrainedModels trained = prepare_models(c, cache, log);
+
+  // Models load only when an evaluation step has to run: a fully cached rerun never loads them.
+  std::unique_ptr<MethodModels> models;
+  auto get = [&]() -> MethodModels& {
+    if (!models) models = std::make_unique<MethodModels>(c, trained);
+    return *models;
+  };
+  const json common = {{"trained", trained.key},
+                       {"seed", c.seed},
+                       {"family", c.json.at("family")},
+                       {"max_new_tokens", c.max_new_tokens}};
+  auto section = [&](const std::string& name, const json& key,
+                     const std::function<void(const fs::path&)>& build) {
+    const auto step = cache.run(name, {{"common", common}, {"config", key}}, build);
+    return std::pair{step.dir, json::parse(read_text_file(step.dir / "results.json"))};
+  };
+  const auto [fid_dir, fidelity] =
+      section("fidelity", c.json.at("fidelity"),
+              [&](const fs::path& d) { run_fidelity(c, get(), d, log); });
+  const auto [proxy_dir, proxy] = section("proxy-robustness", c.json.at("proxy"),
+                                          [&](const fs::path& d) { run_proxy(c, get(), d); });
+  const auto [det_dir, detection] = section("detection", c.json.at("detection"),
+                                            [&](const fs::path& d) { run_detection(c, get(), d); });
+  const auto [cost_dir, cost] = section("cost", {c.json.at("cost"), c.json.at("detection")},
+                                        [&](const fs::path& d) { run_cost(c, get(), d); });
+
+  json results;
+  results["preset"] = c.preset;
+  results["config"] = c.json;
+  results["testbed"] = {{"target_accuracy", trained.target_accuracy},
+                        {"draft_accuracy", trained.draft_accuracy},
+                        {"target", trained.target_dir.string()},
+                        {"draft", trained.draft_dir.string()}};
+  results["eu_fidelity"] = fidelity;
+  results["proxy"] = proxy;
+  results["detection"] = detection;
+  results["cost"] = cost;
+  results["steps"] = cache.steps_json();
+  results["work_dir"] = fs::absolute(work).string();
+  results["wall_seconds"] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  write_file_atomic(out / "tokens_fidelity.jsonl", read_text_file(fid_dir / "tokens.jsonl"));
+  write_file_atomic(out / "tokens_detection.jsonl", read_text_file(det_dir / "answers.jsonl"));
+  write_report(results, out, det_dir / "answers.jsonl");
+  write_file_atomic(out / "results.json", results.dump(2) + "\n");
+  return results;
+}
+
+}  // namespace drafteu::eval

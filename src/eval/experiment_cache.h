@@ -1,0 +1,42 @@
+// The experiment's step cache: each step's outputs live in <work>/<step>-<hash of its key>/, where
+// the key is the step's config and the keys of its inputs. A step is built in a temporary
+// directory and renamed into place, so a killed run leaves no half-finished step, and a rerun
+// reuses every finished one.
+#pragma once
+#include <filesystem>
+#include <functional>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace drafteu::eval {
+
+struct StepInfo {
+  std::string name, hash;
+  std::filesystem::path dir;
+  bool reused = false;
+  double seconds = 0;  // build time (0 when reused)
+};
+
+class StepCache {
+ public:
+  StepCache(std::filesystem::path root, std::ostream* log);
+  const std::filesystem::path& root() const { return root_; }
+
+  // The finished directory of step `name` with `key`; `build(tmp_dir)` fills it when missing.
+  // The manifest (key, seeds in it, timing, commit) is written by the cache.
+  StepInfo run(const std::string& name, const nlohmann::json& key,
+               const std::function<void(const std::filesystem::path&)>& build);
+
+  const std::vector<StepInfo>& steps() const { return steps_; }
+  nlohmann::json steps_json() const;
+
+ private:
+  std::filesystem::path root_;
+  std::ostream* log_;
+  std::vector<StepInfo> steps_;
+};
+
+}  // namespace drafteu::eval

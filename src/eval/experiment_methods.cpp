@@ -1,0 +1,164 @@
+#include "eval/experiment_methods.h"
+
+#include <cmath>
+
+#include "distill/data.h"
+#include "distill/drafts.h"
+#include "eval/answers.h"
+#include "eval/metrics.h"
+#include "eval/testbed_models.h"
+#include "family/ensemble.h"
+#include "family/low_rank_family.h"
+#include "family/noise.h"
+#include "family/peft.h"
+#include "model/generate_batch.h"
+#include "util/error.h"
+
+namespace drafteu::eval {
+
+MethodModels::MethodModels(const ExperimentConfig& config, const TrainedModels& trained)
+    : config_(config), trained_(trained) {
+  target_ = load_model(trained.target_dir);
+  draft_ = load_model(trained.draft_dir);
+  if (!target_.tokenizer) fail("experiment: ", trained.target_dir.string(), " has no tokenizer");
+  // p_mix as a member's deltas: attached only while a reference forward runs, so the target
+  // stays the plain target for every other family.
+  pmix_ = load_peft_adapter(trained.proxy_adapter, *target_.model)->to_member();
+  test_ = read_gsm8k_jsonl(trained.test_gsm8k);
+}
+
+std::shared_ptr<Family> MethodModels::target_family(int64_t members, uint64_t seed) {
+  NoiseConfig n = target_noise(config_);
+  n.seed = seed;
+  return std::make_shared<LowRankFamily>(target_.model,
+                                         NoiseSampler(*target_.model, n).members(members));
+}
+
+std::shared_ptr<Family> MethodModels::tokur_family(int64_t samples, uint64_t seed) {
+  NoiseConfig n = NoiseConfig::tokur(seed);
+  n.per_token = true;
+  n.keep_unperturbed = true;
+  return std::make_shared<LowRankFamily>(target_.model,
+                                         NoiseSampler(*target_.model, n).members(samples));
+}
+
+std::shared_ptr<Family> MethodModels::reference(bool pmix) {
+  if (!pmix) return std::make_shared<Ensemble>(Ensemble::of_one(target_.model));
+  return std::make_shared<LowRankFamily>(target_.model, std::vector<MemberDeltas>{pmix_});
+}
+
+std::shared_ptr<Family> MethodModels::drafts(const std::string& method, uint64_t seed) {
+  const auto noise = draft_noise(config_, seed);
+  if (method == "untrained")
+    return std::make_shared<LowRankFamily>(distill::noisy_draft_family(draft_.model, {}, 3, noise));
+  if (method == "gkd" || method == "minillm") {
+    const auto& dir = method == "gkd" ? trained_.gkd_adapter : trained_.minillm_adapter;
+    const auto trained = load_peft_adapter(dir, *draft_.model)->to_member();
+    return std::make_shared<LowRankFamily>(
+        distill::noisy_draft_family(draft_.model, trained, 3, noise));
+  }
+  if (method.rfind("only_", 0) == 0) {
+    const int64_t k = std::stoll(method.substr(5));
+    auto one = distill::load_draft_family(trained_.families.at("only"), draft_.model);
+    return std::make_shared<LowRankFamily>(
+        distill::noisy_draft_family(draft_.model, one.member(0), k, noise));
+  }
+  const auto it = trained_.families.find(method);
+  if (it == trained_.families.end()) fail("experiment: unknown method '", method, "'");
+  return std::make_shared<LowRankFamily>(distill::load_draft_family(it->second, draft_.model));
+}
+
+int64_t MethodModels::target_parameters() const {
+  return target_.config().num_parameters();
+}
+int64_t MethodModels::draft_parameters() const {
+  return draft_.config().num_parameters();
+}
+int64_t MethodModels::pmix_delta_parameters() const {
+  return delta_parameters(pmix_);
+}
+
+int64_t MethodModels::delta_parameters(const MemberDeltas& m) {
+  int64_t n = 0;
+  for (const auto& [name, term] : m)
+    n += term.b.numel() +
+         (term.a.defined() ? term.a.numel() : term.b.size(1) * term.redraw->in_features);
+  return n;
+}
+
+std::vector<Answer> MethodModels::sample_answers(int64_t n, uint64_t seed) {
+  const Tokenizer& tok = *target_.tokenizer;
+  const auto count = std::min<size_t>(static_cast<size_t>(n), test_.size());
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<uint64_t> seeds;
+  for (size_t i = 0; i < count; ++i) {
+    // The testbed's models learnt "Question: ...\nAnswer:"; chat models get their template.
+    if (tok.has_chat_template()) {
+      prompts.push_back(distill::encode_prompt(tok, test_[i].question));
+    } else {
+      Problem p;
+      p.question = test_[i].question;
+      const auto ids = tok.encode(prompt_text(p), tok.bos_id().has_value());
+      prompts.emplace_back(ids.begin(), ids.end());
+    }
+    seeds.push_back(seed * 1000003 + i);
+  }
+  BatchGenerateOptions o;
+  o.max_new_tokens = config_.max_new_tokens;
+  o.stop_ids = target_.generation.eos_token_ids;
+  if (o.stop_ids.empty()) o.stop_ids = {tok.eos_ids().at(0)};
+  std::vector<Answer> out;
+  const size_t batch = 32;
+  for (size_t b = 0; b < count; b += batch) {
+    const size_t e = std::min(count, b + batch);
+    const std::vector<std::vector<int64_t>> ps(prompts.begin() + b, prompts.begin() + e);
+    const std::vector<uint64_t> ss(seeds.begin() + b, seeds.begin() + e);
+    const auto responses = generate_batch(*target_.model, ps, ss, o);
+    for (size_t i = b; i < e; ++i) {
+      Answer a;
+      a.question = static_cast<int64_t>(i);
+      a.prompt = prompts[i];
+      a.response = responses[i - b];
+      if (a.response.empty()) a.response = {o.stop_ids.front()};
+      const std::vector<int32_t> ids(a.response.begin(), a.response.end());
+      a.text = tok.decode(ids, true);
+      for (auto id : a.response) {
+        std::string piece = tok.is_special(static_cast<int32_t>(id))
+                                ? std::string()
+                                : tok.token_bytes(static_cast<int32_t>(id));
+        // SentencePiece's "▁" is a space (copied char by char: GCC 12 misreads replace()).
+        std::string text;
+        for (size_t p = 0; p < piece.size(); ++p) {
+          if (piece.compare(p, 3, "\xE2\x96\x81") == 0) {
+            text.push_back(' ');
+            p += 2;
+          } else {
+            text.push_back(piece[p]);
+          }
+        }
+        a.pieces.push_back(std::move(text));
+      }
+      a.reference = reference_answer(test_[i].answer).value_or(std::nan(""));
+      a.correct = is_correct(a.text, a.reference);
+      out.push_back(std::move(a));
+    }
+  }
+  return out;
+}
+
+std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField field) {
+  std::vector<double> v;
+  for (const auto& t : scorer.score(a.prompt, a.response)) {
+    const auto& x = field == EuField::True ? t.eu_true : t.eu_hat;
+    v.push_back(x.value_or(std::nan("")));
+  }
+  return v;
+}
+
+void put_mean_std(nlohmann::json& j, const std::string& name, const std::vector<double>& v) {
+  const auto ms = mean_std(v);
+  j[name + "_mean"] = ms.mean;
+  j[name + "_std"] = ms.std;
+}
+
+}  // namespace drafteu::eval

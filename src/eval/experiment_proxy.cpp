@@ -1,0 +1,56 @@
+#include "eval/experiment_proxy.h"
+
+#include "eval/metrics.h"
+#include "util/file.h"
+#include "util/progress.h"
+
+namespace drafteu::eval {
+
+using json = nlohmann::json;
+
+void run_proxy(const ExperimentConfig& c, MethodModels& models, const std::filesystem::path& dir) {
+  const auto answers = models.sample_answers(c.proxy_questions, c.seed * 100 + 1);
+  ScoringModels tm;
+  // The ground truth's members are drawn apart from the K perturbations (another seed).
+  tm.target_family = models.target_family(c.proxy_truth_members, c.seed + 7777);
+  TokenScorer truth_scorer(tm);
+  std::vector<double> truth;
+  for (const auto& a : answers) {
+    const auto v = score_answer(truth_scorer, a, EuField::True);
+    truth.insert(truth.end(), v.begin(), v.end());
+  }
+  json out = json::object();
+  ProgressBar bar("proxy", 2 * c.proxy_runs * static_cast<int64_t>(c.proxy_k.size()), "runs");
+  int64_t done = 0;
+  for (const bool pmix : {false, true}) {
+    const auto reference = models.reference(pmix);
+    for (const auto k : c.proxy_k) {
+      std::vector<double> rmses, rhos;
+      json runs = json::array();
+      for (int64_t r = 0; r < c.proxy_runs; ++r) {
+        ScoringModels sm;
+        sm.drafts = models.target_family(k, c.seed + 1000 + static_cast<uint64_t>(r));
+        sm.reference = reference;
+        TokenScorer scorer(sm);
+        std::vector<double> est;
+        for (const auto& a : answers) {
+          const auto v = score_answer(scorer, a, EuField::Hat);
+          est.insert(est.end(), v.begin(), v.end());
+        }
+        rmses.push_back(rmse(est, truth));
+        rhos.push_back(spearman(est, truth));
+        runs.push_back({{"run", r}, {"rmse", rmses.back()}, {"spearman", rhos.back()}});
+        bar.update(++done);
+      }
+      json j;
+      put_mean_std(j, "rmse", rmses);
+      put_mean_std(j, "spearman", rhos);
+      j["runs"] = runs;
+      out[pmix ? "pmix" : "orig"][std::string("k").append(std::to_string(k))] = j;
+    }
+  }
+  bar.finish();
+  write_file_atomic(dir / "results.json", out.dump(2) + "\n");
+}
+
+}  // namespace drafteu::eval
