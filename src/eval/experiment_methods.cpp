@@ -92,15 +92,7 @@ std::vector<Answer> MethodModels::sample_answers(int64_t n, uint64_t seed) {
   std::vector<std::vector<int64_t>> prompts;
   std::vector<uint64_t> seeds;
   for (size_t i = 0; i < count; ++i) {
-    // The testbed's models learnt "Question: ...\nAnswer:"; chat models get their template.
-    if (tok.has_chat_template()) {
-      prompts.push_back(distill::encode_prompt(tok, test_[i].question));
-    } else {
-      Problem p;
-      p.question = test_[i].question;
-      const auto ids = tok.encode(prompt_text(p), tok.bos_id().has_value());
-      prompts.emplace_back(ids.begin(), ids.end());
-    }
+    prompts.push_back(encode_question(tok, test_[i].question));
     seeds.push_back(seed * 1000003 + i);
   }
   BatchGenerateOptions o;
@@ -156,9 +148,15 @@ std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField f
 }
 
 void put_mean_std(nlohmann::json& j, const std::string& name, const std::vector<double>& v) {
-  const auto ms = mean_std(v);
+  // Runs where a metric is undefined (NaN: e.g. AUROC of a one-class split) are left out and
+  // counted; all undefined gives NaN (null in JSON).
+  std::vector<double> finite;
+  for (double x : v)
+    if (std::isfinite(x)) finite.push_back(x);
+  const auto ms = finite.empty() ? MeanStd{std::nan(""), std::nan("")} : mean_std(finite);
   j[name + "_mean"] = ms.mean;
   j[name + "_std"] = ms.std;
+  if (finite.size() != v.size()) j[name + "_undefined_runs"] = v.size() - finite.size();
 }
 
 }  // namespace drafteu::eval

@@ -63,7 +63,7 @@ class MethodModels {
 enum class EuField { True, Hat };
 std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField field);
 
-// j[name + "_mean"], j[name + "_std"] over runs (sample std).
+// j[name + "_mean"], j[name + "_std"] over the runs where the value is finite (sample std).
 void put_mean_std(nlohmann::json& j, const std::string& name, const std::vector<double>& v);
 
 }  // namespace drafteu::eval

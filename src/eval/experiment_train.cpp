@@ -4,14 +4,17 @@
 #include <ostream>
 
 #include "distill/config.h"
+#include "distill/data.h"
 #include "distill/drafts.h"
-#include "distill/gen_data.h"
 #include "distill/gkd.h"
 #include "distill/manifest.h"
 #include "distill/minillm.h"
 #include "distill/osd.h"
 #include "eval/testbed_models.h"
 #include "model/checkpoint.h"
+#include "model/generate_batch.h"
+#include "util/file.h"
+#include "util/progress.h"
 
 namespace drafteu::eval {
 
@@ -33,7 +36,63 @@ NoiseConfig draft_noise(const ExperimentConfig& c, uint64_t seed) {
   return n;
 }
 
+std::vector<int64_t> encode_question(const Tokenizer& tok, const std::string& question) {
+  if (tok.has_chat_template()) return distill::encode_prompt(tok, question);
+  Problem p;
+  p.question = question;
+  const auto ids = tok.encode(prompt_text(p), tok.bos_id().has_value());
+  return {ids.begin(), ids.end()};
+}
+
 namespace {
+
+// Distillation data: `responses` samples per prompt from the unperturbed target. Written here
+// rather than by distill::generate_data, which throws on a response that is not valid UTF-8 (byte
+// tokens of an undertrained model); here invalid bytes are replaced in the text only.
+void write_data(const ExperimentConfig& c, const TrainedModels& t, const fs::path& out) {
+  LoadedModel target = load_model(t.target_dir);
+  const Tokenizer& tok = *target.tokenizer;
+  auto prompts = distill::read_gsm8k(t.train_gsm8k);
+  if (static_cast<int64_t>(prompts.size()) > c.data_prompts)
+    prompts.resize(static_cast<size_t>(c.data_prompts));
+  BatchGenerateOptions go;
+  go.max_new_tokens = c.max_new_tokens;
+  go.stop_ids = target.generation.eos_token_ids;
+  if (go.stop_ids.empty())
+    for (auto id : tok.eos_ids()) go.stop_ids.push_back(id);
+  std::vector<distill::Sample> samples;
+  for (const auto& p : prompts)
+    for (int64_t r = 0; r < c.data_responses; ++r) {
+      distill::Sample s;
+      s.prompt_index = p.index;
+      s.sample = r;
+      s.seed = c.seed * 7919 + static_cast<uint64_t>(p.index) * 131 + static_cast<uint64_t>(r);
+      s.prompt = p.question;
+      s.prompt_ids = encode_question(tok, p.question);
+      samples.push_back(std::move(s));
+    }
+  std::string lines;
+  ProgressBar bar("data", static_cast<int64_t>(samples.size()), "samples");
+  for (size_t b = 0; b < samples.size(); b += 16) {
+    const size_t e = std::min(samples.size(), b + 16);
+    std::vector<std::vector<int64_t>> ids;
+    std::vector<uint64_t> seeds;
+    for (size_t i = b; i < e; ++i)
+      ids.push_back(samples[i].prompt_ids), seeds.push_back(samples[i].seed);
+    auto responses = generate_batch(*target.model, ids, seeds, go);
+    for (size_t i = b; i < e; ++i) {
+      auto& s = samples[i];
+      s.response_ids = std::move(responses[i - b]);
+      const std::vector<int32_t> r(s.response_ids.begin(), s.response_ids.end());
+      s.response = tok.decode(r, true);
+      lines += distill::sample_to_json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+      lines += "\n";
+    }
+    bar.update(static_cast<int64_t>(e));
+  }
+  bar.finish();
+  write_file_atomic(out, lines);
+}
 
 // A method's default TrainConfig, cut to the preset's budget: max_steps caps the run, warmup is
 // a tenth of it (the paper's 150-step warmup would never finish).
@@ -100,18 +159,8 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
                          {"responses", c.data_responses},
                          {"max_new_tokens", c.max_new_tokens},
                          {"seed", c.seed}};
-  const auto data_step = cache.run("data", data_key, [&](const fs::path& dir) {
-    LoadedModel target = load_model(t.target_dir);
-    distill::GenDataConfig g;
-    g.prompts = t.train_gsm8k;
-    g.max_prompts = c.data_prompts;
-    g.members = {-1};
-    g.responses = c.data_responses;
-    g.max_new_tokens = c.max_new_tokens;
-    g.batch_size = 16;
-    g.seed = c.seed;
-    distill::generate_data(target, g, dir / "data.jsonl");
-  });
+  const auto data_step = cache.run(
+      "data", data_key, [&](const fs::path& dir) { write_data(c, t, dir / "data.jsonl"); });
   const fs::path data = data_step.dir / "data.jsonl";
   const auto samples = distill::read_samples(data);
   const json trained_on = {{"data", data_step.hash}, {"family", fam_key}};

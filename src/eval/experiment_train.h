@@ -12,6 +12,7 @@
 #include "eval/experiment_cache.h"
 #include "eval/experiment_config.h"
 #include "family/noise.h"
+#include "model/tokenizer/tokenizer.h"
 
 namespace drafteu::eval {
 
@@ -28,6 +29,10 @@ struct TrainedModels {
 NoiseConfig target_noise(const ExperimentConfig& c);
 // Noise of untrained and "K only" draft families, for trial seed `seed`.
 NoiseConfig draft_noise(const ExperimentConfig& c, uint64_t seed);
+
+// A question as the model is prompted: the testbed's "Question: ...\nAnswer:" (what its models
+// learnt), or the chat template with distill's instruction for chat models.
+std::vector<int64_t> encode_question(const Tokenizer& tok, const std::string& question);
 
 TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log);
 

@@ -40,6 +40,8 @@ RuntimeInfo runtime_info() {
   using ConfigFn = char* (*)();
   if (auto fn = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_config")))
     info.blas_config = fn();
+  if (auto fn = reinterpret_cast<ConfigFn>(dlsym(RTLD_DEFAULT, "openblas_get_corename")))
+    info.blas_core = fn();
   info.threads = torch::get_num_threads();
   std::istringstream cfg(torch::show_config());
   std::string line;

@@ -8,6 +8,7 @@ struct RuntimeInfo {
   std::string torch_version;
   std::string blas_library;  // resolved path of the loaded libblas (e.g. .../openblas-openmp/...)
   std::string blas_config;   // openblas_get_config() when OpenBLAS is loaded
+  std::string blas_core;     // openblas_get_corename(): the kernels OpenBLAS picked for this CPU
   int threads = 1;
   std::string cpu_capability;  // ATen's SIMD kernels: DEFAULT, AVX2, AVX512
   bool cuda_available = false;

@@ -1,0 +1,198 @@
+// `drafteu experiment`: config presets and validation, and a tiny end-to-end run of the whole
+// pipeline through the CLI (outputs, step reuse on rerun, the report rendered by Chromium).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "eval/experiment_config.h"
+#include "model/config.h"
+#include "test_support.h"
+#include "util/error.h"
+#include "util/file.h"
+
+namespace drafteu::eval {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(ExperimentConfig, PresetsParseAndOverridesApply) {
+  for (const auto& name : experiment_preset_names()) {
+    const auto c = experiment_config_from_json(json::object(), name, "test");
+    EXPECT_EQ(c.preset, name);
+    EXPECT_EQ(c.members, 3);
+    EXPECT_DOUBLE_EQ(c.sigma, 0.1);
+  }
+  const auto c =
+      experiment_config_from_json({{"fidelity", {{"trials", 2}}}, {"seed", 9}}, "quick", "f");
+  EXPECT_EQ(c.trials, 2);
+  EXPECT_EQ(c.seed, 9u);
+  EXPECT_EQ(c.json["fidelity"]["trials"], 2);
+}
+
+TEST(ExperimentConfig, ErrorsNameTheField) {
+  EXPECT_NE(error_of([] {
+              experiment_config_from_json({{"fidelity", {{"trails", 2}}}}, "quick", "my.json");
+            }).find("unknown field 'fidelity.trails'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              experiment_config_from_json({{"bogus", 1}}, "quick", "my.json");
+            }).find("my.json: unknown field 'bogus'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] {
+              experiment_config_from_json({{"data", {{"prompts", "x"}}}}, "quick", "f");
+            }).find("'data.prompts'"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { experiment_config_from_json({}, "huge", "f"); }).find("unknown preset"),
+            std::string::npos);
+}
+
+TEST(ExperimentConfig, PaperConfigParsesAndValidationNamesMissingPaths) {
+  const fs::path file =
+      fs::path(std::getenv("DRAFTEU_TESTS_DIR")) / ".." / "configs" / "paper-llama3.json";
+  const auto c = load_experiment_config("", file);
+  EXPECT_EQ(c.preset, "full");
+  EXPECT_TRUE(c.real_models());
+  EXPECT_NE(c.target_model.find("Llama-3.1-8B-Instruct"), std::string::npos);
+  const auto msg = error_of([&] { validate_experiment_config(c, file.string()); });
+  EXPECT_NE(msg.find("'models.target'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("Llama-3.1-8B-Instruct"), std::string::npos) << msg;
+}
+
+TEST(ExperimentConfig, ValidationChecksModelsModulesAndGsm8k) {
+  const fs::path dir = test::scratch_dir("experiment_validate");
+  for (const char* m : {"target", "draft"}) {
+    fs::create_directories(dir / m);
+    write_file_atomic(dir / m / "config.json", LlamaConfig::preset("tiny").to_hf_json().dump());
+  }
+  write_file_atomic(dir / "train.jsonl", "{\"question\": \"1+1?\", \"answer\": \"#### 2\"}\n");
+  write_file_atomic(dir / "bad.jsonl", "{not json\n");
+  json o = {{"models",
+             {{"target", (dir / "target").string()},
+              {"draft", (dir / "draft").string()},
+              {"gsm8k_train", (dir / "train.jsonl").string()},
+              {"gsm8k_test", (dir / "train.jsonl").string()}}}};
+  EXPECT_NO_THROW(validate_experiment_config(experiment_config_from_json(o, "quick", "c"), "c"));
+
+  auto modules = o;
+  modules["family"] = {{"modules", {"q_proj", "nope_proj"}}};
+  auto msg = error_of(
+      [&] { validate_experiment_config(experiment_config_from_json(modules, "quick", "c"), "c"); });
+  EXPECT_NE(msg.find("'family.modules'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("nope_proj"), std::string::npos) << msg;
+
+  auto gsm = o;
+  gsm["models"]["gsm8k_test"] = (dir / "bad.jsonl").string();
+  msg = error_of(
+      [&] { validate_experiment_config(experiment_config_from_json(gsm, "quick", "c"), "c"); });
+  EXPECT_NE(msg.find("'models.gsm8k_test'"), std::string::npos) << msg;
+
+  auto partial = o;
+  partial["models"]["draft"] = "";
+  msg = error_of(
+      [&] { validate_experiment_config(experiment_config_from_json(partial, "quick", "c"), "c"); });
+  EXPECT_NE(msg.find("'models.draft'"), std::string::npos) << msg;
+}
+
+void expect_finite(const json& j, const std::string& key, const std::string& where) {
+  ASSERT_TRUE(j.contains(key)) << where << " lacks " << key;
+  ASSERT_TRUE(j[key].is_number()) << where << "." << key << " = " << j[key].dump();
+  EXPECT_TRUE(std::isfinite(j[key].get<double>())) << where << "." << key;
+}
+
+double run_tiny(const fs::path& out, const fs::path& work, test::CommandResult* result) {
+  const auto t0 = std::chrono::steady_clock::now();
+  *result =
+      test::run_command(test::drafteu_bin() + " --threads 2 experiment --preset tiny --out '" +
+                        out.string() + "' --work '" + work.string() + "'");
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
+  const fs::path root = test::scratch_dir("experiment_tiny");
+  const fs::path out = root / "out", work = root / "work";
+  test::CommandResult first, second;
+  const double t1 = run_tiny(out, work, &first);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  for (const char* f : {"report.html", "summary.md", "results.json", "fidelity.csv",
+                        "fidelity_runs.csv", "proxy_runs.csv", "detection_sets.csv", "cost.csv",
+                        "tokens_fidelity.jsonl", "tokens_detection.jsonl"})
+    EXPECT_TRUE(fs::exists(out / f)) << f;
+  const json r = json::parse(read_text_file(out / "results.json"));
+  for (const char* m : {"untrained", "gkd", "minillm", "idd", "fdd", "ddd_1x3", "ddd_2x3",
+                        "ddd_3x3", "only_3", "only_6", "only_9"}) {
+    const json& j = r["eu_fidelity"][m];
+    for (const char* k : {"rmse_mean", "rmse_std", "spearman_mean", "spearman_std", "ccc_mean"})
+      expect_finite(j, k, m);
+    EXPECT_EQ(j["runs"].size(), 5u) << m;
+  }
+  for (const char* ref : {"orig", "pmix"})
+    for (const char* k : {"k3", "k10"})
+      for (const char* f : {"rmse_mean", "rmse_std", "spearman_mean"})
+        expect_finite(r["proxy"][ref][k], f, std::string(ref) + "." + k);
+  // Detection metrics are NaN (null) when a test split holds one class only, which the tiny
+  // testbed's near-zero accuracy allows; they must be there, and finite otherwise.
+  for (const char* m : {"ddd", "untrained", "tokur"})
+    for (const char* k : {"auroc_mean", "auroc_std", "ece_mean", "brier_mean", "prr_mean"}) {
+      const json& j = r["detection"][m];
+      ASSERT_TRUE(j.contains(k)) << m << " lacks " << k;
+      EXPECT_TRUE(j[k].is_null() || std::isfinite(j[k].get<double>())) << m << "." << k;
+    }
+  for (const char* k : {"brier_mean", "ece_mean"}) expect_finite(r["detection"]["ddd"], k, "ddd");
+  for (const auto& [m, j] : r["cost"].items())
+    if (j.is_object())
+      for (const char* k : {"flops_per_token", "seconds_per_token"}) expect_finite(j, k, m);
+  for (const char* k : {"target_accuracy", "draft_accuracy"})
+    expect_finite(r["testbed"], k, "testbed");
+  EXPECT_NE(first.out.find("EU fidelity"), std::string::npos) << "summary printed at the end";
+
+  // Rerun: every step reused, same numbers, much faster.
+  const double t2 = run_tiny(out, work, &second);
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  const json r2 = json::parse(read_text_file(out / "results.json"));
+  for (const char* k : {"eu_fidelity", "proxy", "detection", "cost", "testbed"})
+    EXPECT_EQ(r2[k], r[k]) << k;
+  for (const auto& s : r2["steps"]) EXPECT_TRUE(s["reused"].get<bool>()) << s.dump();
+  EXPECT_LT(t2, t1 / 3) << "first " << t1 << " s, rerun " << t2 << " s";
+
+  // The report renders in headless Chromium with both charts and without script errors.
+  const fs::path profile = root / "chromium-profile";
+  const auto dom = test::run_command(
+      "/usr/bin/chromium --headless --no-sandbox --disable-gpu --disable-background-networking "
+      "--disable-component-update --disable-sync --no-first-run --enable-logging=stderr --v=0 "
+      "--user-data-dir='" +
+      profile.string() + "' --dump-dom 'file://" + fs::absolute(out / "report.html").string() +
+      "'");
+  ASSERT_EQ(dom.exit_code, 0) << dom.err;
+  for (const char* fig : {"<figure id=\"fig1\"><svg", "<figure id=\"fig2\"><svg"})
+    EXPECT_NE(dom.out.find(fig), std::string::npos) << fig;
+  EXPECT_EQ(dom.err.find("Uncaught"), std::string::npos) << dom.err;
+  EXPECT_EQ(dom.err.find(":CONSOLE("), std::string::npos) << dom.err;
+}
+
+TEST(Experiment, BadConfigFailsBeforeAnyWork) {
+  const fs::path root = test::scratch_dir("experiment_bad");
+  write_file_atomic(root / "c.json", "{\"models\": {\"target\": \"/nonexistent/model\"}}");
+  const auto r =
+      test::run_command(test::drafteu_bin() + " experiment --config '" +
+                        (root / "c.json").string() + "' --out '" + (root / "out").string() + "'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("models."), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(root / "out" / "work")) << "no step ran";
+}
+
+}  // namespace
+}  // namespace drafteu::eval
