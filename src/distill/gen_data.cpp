@@ -114,7 +114,10 @@ GenDataResult generate_data(LoadedModel& target, const GenDataConfig& c, const f
         s.response_ids = std::move(responses[i]);
         std::vector<int32_t> r(s.response_ids.begin(), s.response_ids.end());
         s.response = tok.decode(r, /*skip_special=*/true);
-        file << sample_to_json(s).dump() << "\n" << std::flush;
+        // Undertrained models emit invalid UTF-8; the token ids stay exact, the text gets U+FFFD.
+        file << sample_to_json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+             << "\n"
+             << std::flush;
         ++result.written;
         if (c.stop_after > 0 && result.written >= c.stop_after) return;
       }
