@@ -6,6 +6,7 @@
 
 #include "distill/drafts.h"
 #include "distill/osd.h"
+#include "model/autocast.h"
 #include "model/runtime.h"
 
 using namespace drafteu;
@@ -32,8 +33,11 @@ std::vector<Sample> samples() {
   return out;
 }
 
+// Args: threads, dtype (0 f32, 1 bf16 autocast as the trainer's dtype "bf16").
 void run_steps(benchmark::State& state, Objective& obj) {
   configure_threads(static_cast<int>(state.range(0)));
+  const auto dtype = state.range(1) ? ComputeDtype::BF16 : ComputeDtype::F32;
+  state.SetLabel(to_string(dtype));
   tune_malloc_for_training();
   auto data = samples();
   std::vector<const Sample*> rows;
@@ -46,7 +50,12 @@ void run_steps(benchmark::State& state, Objective& obj) {
     StepContext ctx{0, step++, 0};
     auto batch = obj.batch_for(rows, 512, ctx);
     opt.zero_grad();
-    obj.loss(batch, ctx).loss.backward();
+    torch::Tensor loss;
+    {
+      Autocast autocast(dtype);
+      loss = obj.loss(batch, ctx).loss;
+    }
+    loss.backward();
     torch::nn::utils::clip_grad_norm_(params, 1.0);
     opt.step();
   }
@@ -69,6 +78,14 @@ void BM_DraftStep(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_OsdStep)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
-BENCHMARK(BM_DraftStep)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(3.0);
+BENCHMARK(BM_OsdStep)
+    ->ArgsProduct({{1, 2}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(3.0);
+BENCHMARK(BM_DraftStep)
+    ->ArgsProduct({{1, 2}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime()
+    ->MinTime(3.0);
 BENCHMARK_MAIN();

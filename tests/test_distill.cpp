@@ -1,6 +1,7 @@
 // Distillation toolkit against independent references: hand-written divergences in float64,
 // finite differences, uninterrupted runs (for resume), separate single-row generation (for
 // batching) and the real stories260K model (for a training run that must reduce held-out KL).
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -28,6 +29,7 @@
 #include "distill/schedule.h"
 #include "distill/trainer.h"
 #include "family/peft.h"
+#include "model/autocast.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "model/generate_batch.h"
@@ -351,6 +353,48 @@ TEST(Trainer, ResumeFromCheckpointIsBitIdentical) {
   auto manifest = read_json_file(dir / "a/manifest.json");
   EXPECT_EQ(manifest["method"], "osd");
   EXPECT_TRUE(fs::exists(dir / "a/adapter/adapter_model.safetensors"));
+}
+
+TEST(Trainer, Bf16AutocastMatchesF32ToBf16PrecisionAndKeepsF32State) {
+  auto data = synthetic_samples(8, 2, 5);
+  // One loss on the same batch, f32 and under bf16 autocast: close, but not equal (bf16 is used).
+  Teacher teacher{tiny_model(3), {}};
+  auto lora = DraftFamilyConfig::default_lora();
+  lora.dropout = 0.0;  // the two losses must differ by precision alone
+  DraftObjective obj(tiny_model(4), teacher, lora, {}, 1);
+  std::vector<const Sample*> rows;
+  for (const auto& s : data) rows.push_back(&s);
+  auto batch = make_batch(rows, 64);
+  StepContext ctx{1, 0, 0};
+  double f32 = 0, bf16 = 0;
+  {
+    torch::NoGradGuard ng;
+    f32 = obj.loss(batch, ctx).loss.item<double>();
+    Autocast autocast(ComputeDtype::BF16);
+    auto logits = loss_position_logits(*tiny_model(4), batch);
+    EXPECT_EQ(logits.scalar_type(), torch::kFloat);  // logits come back in f32
+    bf16 = obj.loss(batch, ctx).loss.item<double>();
+  }
+  EXPECT_NE(f32, bf16);
+  EXPECT_NEAR(bf16, f32, 0.03 * f32 + 1e-3);
+  EXPECT_FALSE(at::autocast::is_cpu_enabled());  // the scope restored the previous state
+
+  // Training in bf16 lowers the loss like f32 and keeps adapter and optimizer state in f32.
+  TrainConfig tc;
+  tc.batch_size = 4, tc.max_steps = 12, tc.lr = 1e-2, tc.progress = false, tc.seed = 3;
+  auto dir = test::scratch_dir("distill_bf16");
+  std::map<std::string, TrainResult> results;
+  for (const std::string dtype : {"f32", "bf16"}) {
+    tc.dtype = dtype;
+    DraftObjective o(tiny_model(4), teacher, lora, {}, 1);
+    results[dtype] = train(o, data, tc, dir / dtype);
+    for (auto& p : o.adapter().parameters()) EXPECT_EQ(p.scalar_type(), torch::kFloat) << dtype;
+    const auto first = json::parse(read_lines(dir / dtype / "metrics.jsonl").front());
+    EXPECT_LT(results[dtype].last_loss, 0.95 * first["loss"].get<double>()) << dtype;
+  }
+  EXPECT_NEAR(results["bf16"].last_loss, results["f32"].last_loss, 0.02 * results["f32"].last_loss);
+  tc.dtype = "f16";
+  EXPECT_THROW(tc.validate("cfg"), Error);
 }
 
 TEST(Trainer, SigkillOfTheCliResumesToTheSameWeights) {

@@ -542,5 +542,40 @@ TEST(TestbedModels, PretrainStepsReduceLossOnAFixedBatch) {
   EXPECT_EQ(pretrain(*model2, seqs, po).losses, stats.losses);
 }
 
+// The answer-only loss: step 0's loss (before any update) equals the cross-entropy over exactly
+// the tokens from loss_from on, computed here sequence by sequence; the token count matches.
+TEST(TestbedModels, AnswerOnlyLossCountsOnlyTokensFromLossFrom) {
+  const auto texts = corpus(6);
+  auto tok = tokenizer_from_gguf_vocab(train_bpe_vocab(texts, {320, 2, true}));
+  std::vector<std::vector<int64_t>> seqs;
+  std::vector<size_t> loss_from;
+  for (const auto& t : texts) {
+    auto ids = tok->encode(t, true);
+    seqs.emplace_back(ids.begin(), ids.end());
+    loss_from.push_back(seqs.back().size() / 2);
+  }
+  auto model = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size(), 256), 5);
+  double nll = 0;
+  int64_t counted = 0;
+  {
+    torch::NoGradGuard ng;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      auto logp = torch::log_softmax(model->forward(torch::tensor(seqs[i]).unsqueeze(0))[0], -1)
+                      .to(torch::kFloat64);
+      for (size_t k = loss_from[i]; k < seqs[i].size(); ++k, ++counted)
+        nll -= logp[static_cast<int64_t>(k) - 1][seqs[i][k]].item<double>();
+    }
+  }
+  PretrainOptions po;
+  po.steps = 1;
+  po.batch_size = static_cast<int64_t>(seqs.size());  // one step sees every sequence once
+  po.log_every = 0;
+  po.warmup = 1;
+  const auto stats = pretrain(*model, seqs, po, nullptr, "m", loss_from);
+  EXPECT_EQ(stats.tokens, counted);
+  EXPECT_NEAR(stats.losses[0], nll / static_cast<double>(counted), 1e-5);
+  EXPECT_THROW(pretrain(*model, seqs, po, nullptr, "m", {1, 2}), Error);  // one per sequence
+}
+
 }  // namespace
 }  // namespace drafteu::eval

@@ -429,6 +429,7 @@ TEST(Policy, SummaryFlaggedSpansAndCalibration) {
 
 #include <nlohmann/json.hpp>
 
+#include "distill/data.h"
 #include "serve/server.h"
 
 namespace {
@@ -453,8 +454,8 @@ struct LiveServer {
     c.limits.max_tokens_limit = 48;
     c.defaults.stop_ids = st.target.generation.eos_token_ids;
     c.defaults.policy.flag_threshold = 0.01;
-    c.calibration =
-        Calibration::from_json({{"feature", "eu_mean"}, {"coef", 10.0}, {"intercept", -2.0}}, "test");
+    c.calibration = Calibration::from_json(
+        {{"feature", "eu_mean"}, {"coef", 10.0}, {"intercept", -2.0}}, "test");
     server = std::make_unique<Server>(*decoder, st.target.tokenizer, c);
     server->start();
   }
@@ -752,6 +753,57 @@ TEST(Cli, GenerateWithDraftsAddsUncertainty) {
   }
   EXPECT_GT(lines, 0);
   EXPECT_NE(spec.err.find("acceptance"), std::string::npos) << spec.err;
+}
+
+// The user's path from training to decoding: `train-drafts` writes a family directory, and
+// `generate --draft BASE --draft-family DIR` decodes with it: greedy output equal to the
+// target's alone, an uncertainty record on every token.
+TEST(Cli, TrainedDraftFamilyDirectoryDrivesSpeculativeDecoding) {
+  const std::string model = test::stories260k_gguf().string();
+  const auto dir = test::scratch_dir("serve_draft_family");
+  {
+    std::ofstream f(dir / "data.jsonl");
+    torch::manual_seed(7);
+    for (int64_t p = 0; p < 8; ++p) {
+      distill::Sample s;
+      s.prompt_index = p;
+      auto ids = torch::randint(3, 512, {12}, torch::kInt64);
+      s.prompt_ids = {1, ids[0].item<int64_t>()};
+      for (int64_t i = 1; i < 12; ++i) s.response_ids.push_back(ids[i].item<int64_t>());
+      f << distill::sample_to_json(s).dump() << "\n";
+    }
+  }
+  const std::string family = (dir / "ddd").string();
+  auto train = test::run_command(
+      test::drafteu_bin() + " --threads 1 train-drafts --quiet --target " + model +
+      " --set draft=" + model + " --strategy ddd --splits 2 --per-split 1 --max-steps 2 --data " +
+      (dir / "data.jsonl").string() + " --out " + family);
+  ASSERT_EQ(train.exit_code, 0) << train.err;
+  const std::string base = test::drafteu_bin() + " generate --model " + model +
+                           " --prompt 'Once upon a time' --max-tokens 16 --temperature 0 --json";
+  auto plain = test::run_command(base);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  auto spec = test::run_command(base + " --draft " + model + " --draft-family " + family +
+                                " --uncertainty --gamma 3");
+  ASSERT_EQ(spec.exit_code, 0) << spec.err;
+  EXPECT_NE(spec.err.find("2 trained drafts"), std::string::npos) << spec.err;
+  std::istringstream a(plain.out), b(spec.out);
+  std::string la, lb;
+  int lines = 0;
+  while (std::getline(a, la)) {
+    ASSERT_TRUE(std::getline(b, lb));
+    auto ja = json::parse(la), jb = json::parse(lb);
+    EXPECT_EQ(ja["id"], jb["id"]);
+    expect_uncertainty_object(jb["uncertainty"]);
+    ++lines;
+  }
+  EXPECT_GT(lines, 0);
+  auto no_base = test::run_command(base + " --draft-family " + family);
+  EXPECT_NE(no_base.exit_code, 0);
+  EXPECT_NE(no_base.err.find("--draft-family needs --draft"), std::string::npos) << no_base.err;
+  auto empty = test::run_command(base + " --draft " + model + " --draft-family " + dir.string());
+  EXPECT_NE(empty.exit_code, 0);
+  EXPECT_NE(empty.err.find("holds no draft"), std::string::npos) << empty.err;
 }
 
 TEST(Cli, ServeSubprocessAnswersAndStopsOnSigterm) {

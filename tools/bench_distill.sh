@@ -4,7 +4,7 @@
 # on fresh full-vocabulary buffers otherwise dominate a 32k-vocabulary step on these machines).
 # Usage: tools/bench_distill.sh [BUILD_DIR]
 set -euo pipefail
-build=${1:-build-dist}
+build=${1:-build}
 export MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=1073741824
 export OMP_WAIT_POLICY=passive
 cd "$(dirname "$0")/.."

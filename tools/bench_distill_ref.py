@@ -99,14 +99,14 @@ def merge(*ds):
 
 
 def kl_loss(student_rows, teacher_rows_list):
-    ls = F.log_softmax(student_rows @ STUDENT_HEAD.t(), -1)
+    ls = F.log_softmax((student_rows @ STUDENT_HEAD.t()).float(), -1)
     total = 0
     for tl in teacher_rows_list:
         total = total + F.kl_div(ls, tl, reduction="batchmean", log_target=True)
     return total / len(teacher_rows_list)
 
 
-def run(kind, threads, batch, prompt, resp, steps):
+def run(kind, threads, batch, prompt, resp, steps, dtype):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     target = Model(1)
@@ -127,13 +127,15 @@ def run(kind, threads, batch, prompt, resp, steps):
     times = []
     for s in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            teachers = []
-            for k in range(n_teachers):
-                h = target.forward_hidden(ids, noise(100 * s + k))[sel]
-                teachers.append(F.log_softmax(h @ target.head.t(), -1))
-        h = student.forward_hidden(ids, ld)[sel]
-        loss = kl_loss(h, teachers)
+        # bf16: CPU autocast around the forwards, as the C++ trainer's dtype "bf16"
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            with torch.no_grad():
+                teachers = []
+                for k in range(n_teachers):
+                    h = target.forward_hidden(ids, noise(100 * s + k))[sel]
+                    teachers.append(F.log_softmax((h @ target.head.t()).float(), -1))
+            h = student.forward_hidden(ids, ld)[sel]
+            loss = kl_loss(h, teachers)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -142,7 +144,7 @@ def run(kind, threads, batch, prompt, resp, steps):
             times.append(time.perf_counter() - t0)
     times.sort()
     med = times[len(times) // 2]
-    return {"impl": "python", "kind": kind, "threads": threads, "step_s": med,
+    return {"impl": "python", "kind": kind, "threads": threads, "dtype": dtype, "step_s": med,
             "tokens_per_s": batch * t / med}
 
 
@@ -153,7 +155,10 @@ if __name__ == "__main__":
     ap.add_argument("--response", type=int, default=96)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--dtypes", nargs="+", default=["f32", "bf16"])
     a = ap.parse_args()
     for kind in ["osd", "draft"]:
-        for th in a.threads:
-            print(json.dumps(run(kind, th, a.batch, a.prompt, a.response, a.steps)), flush=True)
+        for dt in a.dtypes:
+            for th in a.threads:
+                print(json.dumps(run(kind, th, a.batch, a.prompt, a.response, a.steps, dt)),
+                      flush=True)

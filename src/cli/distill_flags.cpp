@@ -19,6 +19,10 @@ void add_distill_flags(CLI::App* cmd, DistillFlags& f, bool training) {
   cmd->add_option("--max-steps", f.max_steps, "cap on optimizer steps");
   cmd->add_option("--save-every", f.save_every, "checkpoint every N steps");
   cmd->add_option("--stop-after", f.stop_after, "end this run after N steps (resume later)");
+  cmd->add_option(
+         "--dtype", f.dtype,
+         "f32 | bf16 (autocast: matmuls in bf16, weights f32) | auto (bf16 if the CPU has it)")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
 }
 
 json resolve_config(const DistillFlags& f) {
@@ -57,6 +61,7 @@ json resolve_config(const DistillFlags& f) {
   if (f.max_steps) set_path("train.max_steps", *f.max_steps);
   if (f.save_every) set_path("train.save_every", *f.save_every);
   if (f.stop_after) set_path("train.stop_after", *f.stop_after);
+  if (!f.dtype.empty()) set_path("train.dtype", f.dtype);
   return c;
 }
 

@@ -11,7 +11,7 @@
 namespace drafteu::cli {
 
 struct DistillFlags {
-  std::string config, out, target, data;
+  std::string config, out, target, data, dtype;
   std::vector<std::string> sets;
   std::optional<uint64_t> seed;
   std::optional<int64_t> max_steps, save_every, stop_after;

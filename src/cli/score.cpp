@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "distill/drafts.h"
 #include "family/ensemble.h"
 #include "family/lora.h"
 #include "family/low_rank_family.h"
@@ -27,6 +28,7 @@ struct ScoreFlags {
   uint64_t seed = 0;
   std::string drafts, draft;
   int64_t draft_noise = 0;
+  std::string draft_family;
   double draft_sigma = 0.1;
   std::string reference, reference_adapter;
   int64_t chunk = 64;
@@ -127,6 +129,8 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
       cmd->add_option("--drafts", f->drafts, "draft models, comma-separated (HF dirs or .gguf)");
   auto* draft =
       cmd->add_option("--draft", f->draft, "one draft model made a family by --draft-noise");
+  cmd->add_option("--draft-family", f->draft_family,
+                  "drafts trained by train-drafts (its --out DIR) on the base --draft");
   cmd->add_option("--draft-noise", f->draft_noise, "K noise members of --draft (\"K only\")")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--draft-sigma", f->draft_sigma, "noise of --draft-noise members")
@@ -141,7 +145,10 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
   (void)target;
 
   cmd->callback([f] {
-    if (!f->draft.empty() && f->draft_noise == 0) fail("--draft needs --draft-noise K");
+    if (!f->draft.empty() && f->draft_noise == 0 && f->draft_family.empty())
+      fail("--draft needs --draft-noise K or --draft-family DIR");
+    if (!f->draft_family.empty() && (f->draft.empty() || f->draft_noise > 0))
+      fail("--draft-family needs --draft (its base) and excludes --draft-noise");
     if (f->draft.empty() && f->draft_noise > 0) fail("--draft-noise needs --draft PATH");
     if (!f->reference_adapter.empty() && f->reference.empty())
       fail("--reference-adapter needs --reference");
@@ -172,9 +179,14 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
     } else if (!f->draft.empty()) {
       LoadedModel d = load_model(f->draft);
       note(d);
-      NoiseConfig nc = NoiseConfig::target_family(f->seed + 1);
-      nc.sigma = f->draft_sigma;
-      models.drafts = noise_family(d.model, nc, f->draft_noise);
+      if (!f->draft_family.empty()) {
+        models.drafts =
+            std::make_shared<LowRankFamily>(distill::load_draft_family(f->draft_family, d.model));
+      } else {
+        NoiseConfig nc = NoiseConfig::target_family(f->seed + 1);
+        nc.sigma = f->draft_sigma;
+        models.drafts = noise_family(d.model, nc, f->draft_noise);
+      }
     }
     if (!f->reference.empty()) {
       LoadedModel r = load_model(f->reference);

@@ -79,6 +79,8 @@ std::shared_ptr<SpeculativeFlags> add_speculative_flags(CLI::App* cmd, bool serv
   cmd->add_option("--drafts", f->drafts_csv, "draft models PATH[,PATH...] (HF dirs or .gguf)");
   cmd->add_option("--draft", f->spec.draft,
                   "one draft model (with --draft-noise K: K noise members)");
+  cmd->add_option("--draft-family", f->spec.family_dir,
+                  "drafts trained by train-drafts (its --out DIR) on the base --draft");
   cmd->add_option("--draft-noise", f->spec.noise_members, "K lora-noise members of --draft")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--draft-sigma", f->spec.sigma, "noise sigma of the members")
@@ -114,7 +116,7 @@ std::shared_ptr<SpeculativeFlags> add_speculative_flags(CLI::App* cmd, bool serv
 }
 
 bool speculative_requested(const SpeculativeFlags& f) {
-  return !f.drafts_csv.empty() || !f.spec.draft.empty();
+  return !f.drafts_csv.empty() || !f.spec.draft.empty() || !f.spec.family_dir.empty();
 }
 
 void run_speculative_generate(SpeculativeFlags& f, const LoadedModel& m,

@@ -18,6 +18,10 @@ void add_testbed_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--seed", o->task.seed, "task seed");
   cmd->add_option("--difficulty", o->task.difficulty, "number ranges, 0 (small) .. 1 (large)")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--min-steps", o->task.min_steps, "fewest calculator steps per problem")
+      ->check(CLI::Range(2, 4));
+  cmd->add_option("--max-steps", o->task.max_steps, "most calculator steps per problem")
+      ->check(CLI::Range(2, 4));
   cmd->add_option("--train", o->n_train, "training problems");
   cmd->add_option("--test", o->n_test, "test problems");
   cmd->add_option("--target-steps", o->target_train.steps, "target pretraining steps");
@@ -26,7 +30,16 @@ void add_testbed_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--target-lr", o->target_train.lr, "target peak learning rate");
   cmd->add_option("--draft-steps", o->drafts[0].train.steps, "draft pretraining steps");
   cmd->add_option("--vocab", o->bpe.vocab_size, "BPE vocabulary size");
-  cmd->callback([o, out, hidden] {
+  cmd->add_option("--target-batch", o->target_train.batch_size, "target sequences per step");
+  auto dtype = std::make_shared<std::string>("auto");
+  cmd->add_option("--dtype", *dtype,
+                  "pretraining compute: f32 | bf16 (autocast) | auto (bf16 if the CPU has it)")
+      ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  cmd->add_flag("!--full-text-loss", o->target_train.answer_only,
+                "train the target on question tokens too (default: answer tokens only)");
+  cmd->callback([o, out, hidden, dtype] {
+    o->target_train.dtype = parse_compute_dtype(*dtype, "--dtype");
+    for (auto& d : o->drafts) d.train.dtype = o->target_train.dtype;
     // SwiGLU's usual ~8/3 ratio, rounded to a multiple of 16.
     if (hidden->count() > 0)
       o->target_shape.intermediate = o->target_shape.hidden * 8 / 3 / 16 * 16;

@@ -16,6 +16,7 @@
 #include "distill/progress.h"
 #include "family/peft.h"
 #include "family/seeding.h"
+#include "model/autocast.h"
 #include "util/error.h"
 #include "util/file.h"
 
@@ -60,8 +61,7 @@ void TrainConfig::validate(const std::string& source) const {
   if (!(epochs > 0) && max_steps <= 0) fail(source, ": epochs must be > 0 (or set max_steps)");
   if (max_seq_len < 2) fail(source, ": max_seq_len must be >= 2");
   if (max_grad_norm < 0) fail(source, ": max_grad_norm must be >= 0");
-  if (dtype != "f32")
-    fail(source, ": dtype '", dtype, "' is not supported (bf16 training needs a GPU build)");
+  parse_compute_dtype(dtype, source + ": dtype");
   schedule.validate(source);
 }
 
@@ -95,6 +95,7 @@ void tune_malloc_for_training() {
 TrainResult train(Objective& objective, const std::vector<Sample>& data, const TrainConfig& config,
                   const fs::path& out, const json& run_info) {
   config.validate("training config");
+  const ComputeDtype compute_dtype = parse_compute_dtype(config.dtype, "training config: dtype");
   if (data.empty()) fail("train: no training samples");
   tune_malloc_for_training();
   fs::create_directories(out);
@@ -144,7 +145,11 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
                                    static_cast<uint64_t>(a), 0xd40f}));  // dropout
       Batch batch = objective.batch_for(rows, config.max_seq_len, ctx);
       if (batch.loss_tokens() == 0) continue;
-      MicroLoss ml = objective.loss(batch, ctx);
+      MicroLoss ml;
+      {
+        Autocast autocast(compute_dtype);  // forward only: backward follows the forward's types
+        ml = objective.loss(batch, ctx);
+      }
       (ml.loss / static_cast<double>(config.grad_accum)).backward();
       loss_sum += ml.loss.item<double>();
       tokens += batch.attention.sum().item<int64_t>();

@@ -39,7 +39,9 @@ struct TrainConfig {
   int64_t keep_checkpoints = 2;
   int64_t log_every = 10;
   uint64_t seed = 0;
-  std::string dtype = "f32";  // only f32: CPU bf16 training is not supported by this build
+  // "f32", or "bf16": forwards under bf16 autocast (matmuls in bf16, weights and optimizer
+  // state in f32); see model/autocast.h.
+  std::string dtype = "f32";
   bool progress = true;
   // Ends this process's run after so many steps (a checkpoint is written first); for tests and
   // for splitting a long run into slices.

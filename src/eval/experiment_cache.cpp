@@ -13,6 +13,12 @@ namespace drafteu::eval {
 
 namespace fs = std::filesystem;
 
+namespace {
+// Part of every step's hash: bump it when a change to the code changes what a step produces, so
+// that caches written by older code are not reused.
+constexpr int kStepFormatVersion = 2;
+}  // namespace
+
 StepCache::StepCache(fs::path root, std::ostream* log) : root_(std::move(root)), log_(log) {
   fs::create_directories(root_);
 }
@@ -21,7 +27,8 @@ StepInfo StepCache::run(const std::string& name, const nlohmann::json& key,
                         const std::function<void(const fs::path&)>& build) {
   StepInfo info;
   info.name = name;
-  info.hash = distill::sha256_hex(key.dump()).substr(0, 16);
+  const nlohmann::json salted{{"format", kStepFormatVersion}, {"key", key}};
+  info.hash = distill::sha256_hex(salted.dump()).substr(0, 16);
   info.dir = root_ / (name + "-" + info.hash);
   if (fs::exists(info.dir / "manifest.json")) {
     info.reused = true;

@@ -25,15 +25,18 @@ json quick_preset() {
               {"testbed",
                {{"n_train", 3000},
                 {"n_test", 200},
-                {"difficulty", 0.3},
+                {"difficulty", 0.0},
+                {"min_steps", 2},
+                {"max_steps", 2},
                 {"vocab", 768},
                 {"target_hidden", 128},
                 {"target_layers", 4},
-                {"target_steps", 300},
+                {"target_steps", 700},
                 {"draft_hidden", 64},
                 {"draft_layers", 2},
-                {"draft_steps", 150},
-                {"batch_size", 16}}},
+                {"draft_steps", 300},
+                {"batch_size", 16},
+                {"dtype", "auto"}}},
               {"models", {{"target", ""}, {"draft", ""}, {"gsm8k_train", ""}, {"gsm8k_test", ""}}},
               {"family", {{"members", 3}, {"sigma", 0.1}, {"rank", 8}, {"modules", kSevenModules}}},
               {"data", {{"prompts", 48}, {"responses", 1}, {"max_new_tokens", 96}}},
@@ -48,7 +51,7 @@ json quick_preset() {
               {"fidelity", {{"questions", 8}, {"trials", 5}, {"draft_sigma", 0.1}}},
               {"proxy", {{"k", {3, 10}}, {"truth_members", 20}, {"runs", 5}, {"questions", 4}}},
               {"detection",
-               {{"questions", 40},
+               {{"questions", 80},
                 {"sets", 3},
                 {"train_fraction", 0.5},
                 {"tokur_samples", 10},
@@ -80,13 +83,17 @@ json patch_for(const std::string& name) {
   if (name == "full")
     return json{
         {"testbed",
-         {{"n_train", 6000}, {"n_test", 300}, {"target_steps", 600}, {"draft_steps", 300}}},
+         {{"n_train", 6000},
+          {"n_test", 300},
+          {"max_steps", 3},
+          {"target_steps", 1400},
+          {"draft_steps", 500}}},
         {"data", {{"prompts", 160}, {"responses", 2}, {"max_new_tokens", 128}}},
         {"train",
          {{"proxy_steps", 60}, {"draft_steps", 30}, {"baseline_steps", 20}, {"batch_size", 8}}},
         {"fidelity", {{"questions", 24}}},
         {"proxy", {{"questions", 8}}},
-        {"detection", {{"questions", 120}}},
+        {"detection", {{"questions", 240}}},
         {"cost", {{"answers", 8}}}};
   fail("experiment: unknown preset '", name, "' (known: tiny, quick, full)");
 }
@@ -216,6 +223,8 @@ ExperimentConfig experiment_config_from_json(const json& overrides, const std::s
   tb.n_test = static_cast<size_t>(r.positive("testbed.n_test"));
   tb.eval_problems = std::min<size_t>(tb.n_test, 200);
   tb.task.difficulty = r.number("testbed.difficulty", 0, 1);
+  tb.task.min_steps = static_cast<int>(r.number("testbed.min_steps", 2, 4));
+  tb.task.max_steps = static_cast<int>(r.number("testbed.max_steps", tb.task.min_steps, 4));
   tb.bpe.vocab_size = static_cast<int>(r.positive("testbed.vocab"));
   const int64_t th = r.positive("testbed.target_hidden"), dh = r.positive("testbed.draft_hidden");
   // SwiGLU's ~8/3 ratio rounded to 16, as `drafteu testbed` does.
@@ -229,6 +238,8 @@ ExperimentConfig experiment_config_from_json(const json& overrides, const std::s
   tb.drafts[0].train.steps = r.positive("testbed.draft_steps");
   tb.drafts[0].train.batch_size = r.positive("testbed.batch_size");
   tb.drafts[0].train.warmup = std::min<int64_t>(50, tb.drafts[0].train.steps / 10);
+  tb.target_train.dtype = tb.drafts[0].train.dtype =
+      parse_compute_dtype(r.get<std::string>("testbed.dtype"), source + ": testbed.dtype");
   c.target_model = r.get<std::string>("models.target");
   c.draft_model = r.get<std::string>("models.draft");
   c.gsm8k_train = r.get<std::string>("models.gsm8k_train");

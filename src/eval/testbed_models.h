@@ -13,6 +13,7 @@
 
 #include "eval/bpe_trainer.h"
 #include "eval/testbed_task.h"
+#include "model/autocast.h"
 #include "model/llama.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -32,6 +33,10 @@ struct PretrainOptions {
   double clip_norm = 1.0;
   uint64_t seed = 1;       // initialisation and batch order
   int64_t log_every = 50;  // progress lines; 0 = none
+  // Loss on the answer tokens only (as SFT trainers do): the question's random numbers carry no
+  // learnable signal, and the gradient goes to copying operands and doing the arithmetic.
+  bool answer_only = true;
+  ComputeDtype dtype = ComputeDtype::F32;  // bf16: forwards under bf16 autocast
 };
 
 struct PretrainStats {
@@ -49,11 +54,14 @@ LlamaConfig testbed_config(const ModelShape& shape, int64_t vocab_size, int64_t 
 // Fresh weights, N(0, 0.02) matrices and unit norms, from `seed`.
 LlamaForCausalLM init_model(const LlamaConfig& config, uint64_t seed);
 
-// Full-parameter next-token cross-entropy on `sequences` (token ids, BOS/EOS included).
+// Full-parameter next-token cross-entropy on `sequences` (token ids, BOS/EOS included). With
+// `loss_from` (one entry per sequence), sequence i's loss counts the tokens from index
+// loss_from[i] on; without it, every token after BOS.
 PretrainStats pretrain(LlamaForCausalLMImpl& model,
                        const std::vector<std::vector<int64_t>>& sequences,
                        const PretrainOptions& options, std::ostream* log = nullptr,
-                       const std::string& label = "model");
+                       const std::string& label = "model",
+                       const std::vector<size_t>& loss_from = {});
 
 // Greedy continuations of `prompts` (left-padded batches with a KV cache), stopping at EOS.
 std::vector<std::string> greedy_complete(LlamaForCausalLMImpl& model, const Tokenizer& tok,

@@ -170,14 +170,15 @@ torch::Tensor LlamaForCausalLMImpl::run_layer(int64_t layer, const torch::Tensor
 
 torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
   auto h = backbone->norm(hidden);
-  if (lm_head) return lm_head(h);
+  // float32 logits even under bf16 autocast: softmax and the divergences need the precision.
+  if (lm_head) return lm_head(h).to(torch::kFloat);
   const auto& w = backbone->embed_tokens->weight;
   if (h.numel() == w.size(1) && !(torch::GradMode::is_enabled() && w.requires_grad())) {
     auto shape = h.sizes().vec();
     shape.back() = w.size(0);
     return torch::mv(w, h.reshape({-1})).view(shape);
   }
-  return torch::matmul(h, w.t());
+  return torch::matmul(h, w.t()).to(torch::kFloat);
 }
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& ids, KVCache* cache,

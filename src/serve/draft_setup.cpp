@@ -1,5 +1,6 @@
 #include "serve/draft_setup.h"
 
+#include "distill/drafts.h"
 #include "family/ensemble.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
@@ -12,6 +13,10 @@ void DraftSpec::validate() const {
   if (!drafts.empty() && !draft.empty()) fail("--drafts and --draft exclude each other");
   if (noise_members < 0) fail("--draft-noise must be >= 0");
   if (noise_members > 0 && draft.empty()) fail("--draft-noise needs --draft");
+  if (!family_dir.empty() && draft.empty())
+    fail("--draft-family needs --draft (the draft base the family was trained on)");
+  if (!family_dir.empty() && noise_members > 0)
+    fail("--draft-family and --draft-noise exclude each other");
   if (!(sigma > 0)) fail("--draft-sigma must be > 0");
   if (rank < 1) fail("--draft-rank must be >= 1");
   if (!reference_adapter.empty() && !enabled())
@@ -44,6 +49,11 @@ SpeculativeModels load_speculative_models(const DraftSpec& spec, const LoadedMod
     for (const auto& p : spec.drafts) members.push_back(load_draft(p, target, options));
     out.drafts = std::make_shared<Ensemble>(std::move(members));
     out.description = cat(spec.drafts.size(), " draft(s)");
+  } else if (!spec.family_dir.empty()) {
+    auto family =
+        distill::load_draft_family(spec.family_dir, load_draft(spec.draft, target, options));
+    out.description = cat(family.size(), " trained drafts from ", spec.family_dir);
+    out.drafts = std::make_shared<LowRankFamily>(std::move(family));
   } else if (spec.noise_members == 0) {
     out.drafts =
         std::make_shared<Ensemble>(Ensemble::of_one(load_draft(spec.draft, target, options)));

@@ -17,7 +17,8 @@ struct DraftSpec {
   std::vector<std::string> drafts;  // HF directories or .gguf files: an Ensemble
   std::string draft;                // one draft...
   int64_t noise_members = 0;        // ...as K lora-noise members (one batched pass); 0 = itself
-  double sigma = 0.05;              // NoiseConfig::sigma of those members
+  std::string family_dir;  // ...or with the drafts `train-drafts` wrote there (one batched pass)
+  double sigma = 0.05;     // NoiseConfig::sigma of those members
   int64_t rank = 8;
   uint64_t seed = 0;
   std::string reference_adapter;  // PEFT adapter directory on the target (p_mix)
