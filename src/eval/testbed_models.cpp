@@ -401,6 +401,8 @@ void run_jobs(ModelJob& target, std::vector<ModelJob>& drafts,
   LineLog target_log(log, mu), draft_log(log, mu);
   std::exception_ptr draft_error;
   std::thread worker([&] {
+    // OpenMP's thread count is per thread: a new thread starts from the default (every core).
+    torch::set_num_threads(1);
     try {
       for (auto& d : drafts) run_job(d, seqs, answer_starts, eval_set, log ? &draft_log : nullptr);
     } catch (...) {
