@@ -10,6 +10,7 @@
 
 #include "eval/experiment_config.h"
 #include "model/config.h"
+#include "test_errors.h"
 #include "test_support.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -19,15 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 TEST(ExperimentConfig, PresetsParseAndOverridesApply) {
   for (const auto& name : experiment_preset_names()) {
@@ -44,20 +36,21 @@ TEST(ExperimentConfig, PresetsParseAndOverridesApply) {
 }
 
 TEST(ExperimentConfig, ErrorsNameTheField) {
-  EXPECT_NE(error_of([] {
+  EXPECT_NE(test::error_of([] {
               experiment_config_from_json({{"fidelity", {{"trails", 2}}}}, "quick", "my.json");
             }).find("unknown field 'fidelity.trails'"),
             std::string::npos);
-  EXPECT_NE(error_of([] {
+  EXPECT_NE(test::error_of([] {
               experiment_config_from_json({{"bogus", 1}}, "quick", "my.json");
             }).find("my.json: unknown field 'bogus'"),
             std::string::npos);
-  EXPECT_NE(error_of([] {
+  EXPECT_NE(test::error_of([] {
               experiment_config_from_json({{"data", {{"prompts", "x"}}}}, "quick", "f");
             }).find("'data.prompts'"),
             std::string::npos);
-  EXPECT_NE(error_of([] { experiment_config_from_json({}, "huge", "f"); }).find("unknown preset"),
-            std::string::npos);
+  EXPECT_NE(
+      test::error_of([] { experiment_config_from_json({}, "huge", "f"); }).find("unknown preset"),
+      std::string::npos);
 }
 
 TEST(ExperimentConfig, PaperConfigParsesAndValidationNamesMissingPaths) {
@@ -67,7 +60,7 @@ TEST(ExperimentConfig, PaperConfigParsesAndValidationNamesMissingPaths) {
   EXPECT_EQ(c.preset, "full");
   EXPECT_TRUE(c.real_models());
   EXPECT_NE(c.target_model.find("Llama-3.1-8B-Instruct"), std::string::npos);
-  const auto msg = error_of([&] { validate_experiment_config(c, file.string()); });
+  const auto msg = test::error_of([&] { validate_experiment_config(c, file.string()); });
   EXPECT_NE(msg.find("'models.target'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("Llama-3.1-8B-Instruct"), std::string::npos) << msg;
 }
@@ -89,20 +82,20 @@ TEST(ExperimentConfig, ValidationChecksModelsModulesAndGsm8k) {
 
   auto modules = o;
   modules["family"] = {{"modules", {"q_proj", "nope_proj"}}};
-  auto msg = error_of(
+  auto msg = test::error_of(
       [&] { validate_experiment_config(experiment_config_from_json(modules, "quick", "c"), "c"); });
   EXPECT_NE(msg.find("'family.modules'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("nope_proj"), std::string::npos) << msg;
 
   auto gsm = o;
   gsm["models"]["gsm8k_test"] = (dir / "bad.jsonl").string();
-  msg = error_of(
+  msg = test::error_of(
       [&] { validate_experiment_config(experiment_config_from_json(gsm, "quick", "c"), "c"); });
   EXPECT_NE(msg.find("'models.gsm8k_test'"), std::string::npos) << msg;
 
   auto partial = o;
   partial["models"]["draft"] = "";
-  msg = error_of(
+  msg = test::error_of(
       [&] { validate_experiment_config(experiment_config_from_json(partial, "quick", "c"), "c"); });
   EXPECT_NE(msg.find("'models.draft'"), std::string::npos) << msg;
 }

@@ -12,6 +12,7 @@
 #include "model/tokenizer/gguf_vocab.h"
 #include "model/tokenizer/pretokenizer.h"
 #include "model/tokenizer/tokenizer.h"
+#include "test_errors.h"
 #include "test_support.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -62,15 +63,6 @@ std::vector<std::string> pieces(const Tokenizer& tok, std::string_view text) {
 
 void write(const fs::path& p, const std::string& text) {
   write_file_atomic(p, text);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 // ---------------------------------------------------------------- Llama 3 (byte-level BPE)
@@ -237,7 +229,7 @@ TEST(StoriesTokenizer, GenerationConfigEos) {
   write(dir / "generation_config.json", R"({"eos_token_id": 1})");
   EXPECT_EQ(load_tokenizer_json(dir / "tokenizer.json")->eos_ids(), (Ids{1}));
   write(dir / "generation_config.json", R"({"eos_token_id": [2, 9999]})");
-  const std::string err = error_of([&] { load_tokenizer_json(dir); });
+  const std::string err = test::error_of([&] { load_tokenizer_json(dir); });
   EXPECT_NE(err.find("generation_config.json: eos_token_id"), std::string::npos) << err;
 }
 
@@ -511,18 +503,18 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
   for (const Case& c : cases) {
     const fs::path file = dir / (std::string(c.name) + ".json");
     write(file, c.text);
-    const std::string err = error_of([&] { load_tokenizer_json(file); });
+    const std::string err = test::error_of([&] { load_tokenizer_json(file); });
     EXPECT_NE(err.find(file.string()), std::string::npos) << c.name << ": " << err;
     EXPECT_NE(err.find(c.field), std::string::npos) << c.name << ": " << err;
   }
-  const std::string missing = error_of([&] { load_tokenizer_json(dir / "absent.json"); });
+  const std::string missing = test::error_of([&] { load_tokenizer_json(dir / "absent.json"); });
   EXPECT_NE(missing.find("absent.json"), std::string::npos) << missing;
   // A broken sidecar is named too.
   const fs::path side = test::scratch_dir("tok_malformed_side");
   write(side / "tokenizer.json",
         R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, )" + byte_level_pre + "}");
   write(side / "tokenizer_config.json", R"({"bos_token": "<nope>"})");
-  const std::string err = error_of([&] { load_tokenizer_json(side); });
+  const std::string err = test::error_of([&] { load_tokenizer_json(side); });
   EXPECT_NE(err.find("tokenizer_config.json: bos_token"), std::string::npos) << err;
 }
 
@@ -531,17 +523,18 @@ TEST(TokenizerErrors, GgufVocabKeys) {
   std::map<std::string, io::GgufValue> md;
   md["tokenizer.ggml.model"] = {io::GgufType::STRING, std::string("llama"), {}, {}};
   io::write_gguf(file, md, {});
-  const std::string err = error_of([&] { gguf_vocab_from_file(io::GgufFile(file)); });
+  const std::string err = test::error_of([&] { gguf_vocab_from_file(io::GgufFile(file)); });
   EXPECT_NE(err.find(file.string()), std::string::npos) << err;
   EXPECT_NE(err.find("tokenizer.ggml.tokens"), std::string::npos) << err;
   GgufVocab v;
   v.model = "bert";
   v.tokens = {"a"};
-  EXPECT_NE(error_of([&] { tokenizer_from_gguf_vocab(v); }).find("tokenizer.ggml.model"),
+  EXPECT_NE(test::error_of([&] { tokenizer_from_gguf_vocab(v); }).find("tokenizer.ggml.model"),
             std::string::npos);
   v.model = "gpt2";
   v.pre = "mystery";
-  EXPECT_NE(error_of([&] { tokenizer_from_gguf_vocab(v); }).find("mystery"), std::string::npos);
+  EXPECT_NE(test::error_of([&] { tokenizer_from_gguf_vocab(v); }).find("mystery"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::cli {
 
@@ -95,7 +96,7 @@ void add_generate_command(CLI::App& app, GlobalOptions&) {
         nlohmann::json j = {{"id", t.id},
                             {"text", m.tokenizer->decode({static_cast<int32_t>(t.id)})},
                             {"logprob", t.logprob}};
-        std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+        std::cout << dump_json(j) << "\n";
       } else if (!stop) {
         std::cout << stream.push(static_cast<int32_t>(t.id));
       }

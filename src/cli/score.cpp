@@ -14,6 +14,7 @@
 #include "uncertainty/scoring/token_scorer.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 #include "util/progress.h"
 
 namespace drafteu::cli {
@@ -215,7 +216,7 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
         put("eu_hat", t.eu_hat);
         put("entropy_target", t.entropy_target);
         put("entropy_mix", t.entropy_mix);
-        out += j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+        out += dump_json(j) + "\n";
       }
       progress.update(static_cast<int64_t>(r + 1));
     }

@@ -18,6 +18,7 @@
 #include "serve/server.h"
 #include "serve/speculative.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::cli {
 
@@ -152,7 +153,7 @@ void run_speculative_generate(SpeculativeFlags& f, const LoadedModel& m,
                             {"bias", t.uncertainty->bias},
                             {"entropy", t.uncertainty->entropy},
                             {"accepted", t.accepted}};
-      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      std::cout << dump_json(j) << "\n";
     } else if (!stop) {
       auto piece = stream.push(static_cast<int32_t>(t.id));
       if (colour)

@@ -11,6 +11,7 @@
 #include "family/seeding.h"
 #include "model/generate_batch.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::distill {
 
@@ -115,9 +116,7 @@ GenDataResult generate_data(LoadedModel& target, const GenDataConfig& c, const f
         std::vector<int32_t> r(s.response_ids.begin(), s.response_ids.end());
         s.response = tok.decode(r, /*skip_special=*/true);
         // Undertrained models emit invalid UTF-8; the token ids stay exact, the text gets U+FFFD.
-        file << sample_to_json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-             << "\n"
-             << std::flush;
+        file << dump_json(sample_to_json(s)) << "\n" << std::flush;
         ++result.written;
         if (c.stop_after > 0 && result.written >= c.stop_after) return;
       }

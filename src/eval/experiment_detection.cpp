@@ -7,6 +7,7 @@
 #include "eval/metrics.h"
 #include "uncertainty/aggregate.h"
 #include "util/file.h"
+#include "util/json.h"
 #include "util/progress.h"
 
 namespace drafteu::eval {
@@ -112,15 +113,14 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
     for (size_t i = 0; i < answers.size(); ++i) {
       json eu = json::object();
       for (const auto& m : methods) eu[m] = per_token[m][i];
-      lines += json{{"set", s},
-                    {"question", answers[i].question},
-                    {"split", in_train[i] ? "train" : "test"},
-                    {"correct", answers[i].correct},
-                    {"reference", answers[i].reference},
-                    {"text", answers[i].text},
-                    {"pieces", answers[i].pieces},
-                    {"eu", eu}}
-                   .dump(-1, ' ', false, json::error_handler_t::replace) +
+      lines += dump_json({{"set", s},
+                          {"question", answers[i].question},
+                          {"split", in_train[i] ? "train" : "test"},
+                          {"correct", answers[i].correct},
+                          {"reference", answers[i].reference},
+                          {"text", answers[i].text},
+                          {"pieces", answers[i].pieces},
+                          {"eu", eu}}) +
                "\n";
     }
   }

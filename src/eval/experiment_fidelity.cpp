@@ -5,6 +5,7 @@
 
 #include "eval/metrics.h"
 #include "util/file.h"
+#include "util/json.h"
 #include "util/progress.h"
 
 namespace drafteu::eval {
@@ -56,12 +57,14 @@ void run_fidelity(const ExperimentConfig& c, MethodModels& models, const std::fi
       for (size_t p = 0; p < eu_true[i].size(); ++p) {
         json hat = json::object();
         for (const auto& m : methods) hat[m] = eu_hat[m][i][p];
-        tokens +=
-            json{{"trial", t},   {"question", answers[i].question}, {"correct", answers[i].correct},
-                 {"index", p},   {"text", answers[i].pieces[p]},    {"eu_true", eu_true[i][p]},
-                 {"eu_hat", hat}}
-                .dump(-1, ' ', false, json::error_handler_t::replace) +
-            "\n";
+        tokens += dump_json({{"trial", t},
+                             {"question", answers[i].question},
+                             {"correct", answers[i].correct},
+                             {"index", p},
+                             {"text", answers[i].pieces[p]},
+                             {"eu_true", eu_true[i][p]},
+                             {"eu_hat", hat}}) +
+                  "\n";
       }
   }
   bar.finish();

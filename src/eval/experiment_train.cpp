@@ -14,6 +14,7 @@
 #include "model/checkpoint.h"
 #include "model/generate_batch.h"
 #include "util/file.h"
+#include "util/json.h"
 #include "util/progress.h"
 
 namespace drafteu::eval {
@@ -46,9 +47,9 @@ std::vector<int64_t> encode_question(const Tokenizer& tok, const std::string& qu
 
 namespace {
 
-// Distillation data: `responses` samples per prompt from the unperturbed target. Written here
-// rather than by distill::generate_data, which throws on a response that is not valid UTF-8 (byte
-// tokens of an undertrained model); here invalid bytes are replaced in the text only.
+// Distillation data: `responses` samples per prompt from the unperturbed target. Not
+// distill::generate_data: the testbed models read their own prompt format (encode_question), and
+// the seeds follow the experiment's seed, which the cached steps and reported numbers rely on.
 void write_data(const ExperimentConfig& c, const TrainedModels& t, const fs::path& out) {
   LoadedModel target = load_model(t.target_dir);
   const Tokenizer& tok = *target.tokenizer;
@@ -85,7 +86,7 @@ void write_data(const ExperimentConfig& c, const TrainedModels& t, const fs::pat
       s.response_ids = std::move(responses[i - b]);
       const std::vector<int32_t> r(s.response_ids.begin(), s.response_ids.end());
       s.response = tok.decode(r, true);
-      lines += distill::sample_to_json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+      lines += dump_json(distill::sample_to_json(s));
       lines += "\n";
     }
     bar.update(static_cast<int64_t>(e));

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::serve {
 
@@ -15,17 +16,13 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-std::string dump(const json& j) {
-  return j.dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
 std::string sse(const json& j) {
-  return "data: " + dump(j) + "\n\n";
+  return "data: " + dump_json(j) + "\n\n";
 }
 
 void reply(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
-  res.set_content(dump(e.body()), "application/json");
+  res.set_content(dump_json(e.body()), "application/json");
 }
 
 }  // namespace
@@ -63,7 +60,7 @@ struct Server::Job {
       push(sse(e.body()));
       push("data: [DONE]\n\n");
     }
-    finish(e.status, dump(e.body()));
+    finish(e.status, dump_json(e.body()));
   }
 };
 
@@ -109,7 +106,7 @@ void Server::routes() {
   });
 
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-    res.set_content(dump({{"status", "ok"}}), "application/json");
+    res.set_content(dump_json({{"status", "ok"}}), "application/json");
     metrics_.count_request("/health", 200);
   });
   s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
@@ -129,7 +126,8 @@ void Server::routes() {
     }
     json model = {
         {"id", config_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "drafteu"}};
-    res.set_content(dump({{"object", "list"}, {"data", json::array({model})}}), "application/json");
+    res.set_content(dump_json({{"object", "list"}, {"data", json::array({model})}}),
+                    "application/json");
     metrics_.count_request("/v1/models", 200);
   });
 
@@ -313,7 +311,7 @@ void Server::run_job(Job& job) {
     job.push("data: [DONE]\n\n");
     job.finish(200, "");
   } else {
-    job.finish(200, dump(out.response(reason, result.stats, summary)));
+    job.finish(200, dump_json(out.response(reason, result.stats, summary)));
   }
 }
 

@@ -17,4 +17,8 @@ nlohmann::json read_json_file(const std::filesystem::path& path) {
   return j;
 }
 
+std::string dump_json(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 }  // namespace drafteu
