@@ -43,7 +43,7 @@ struct PretrainStats {
   std::vector<double> losses;  // one per step
   int64_t tokens = 0;
   double seconds = 0;      // wall clock
-  double cpu_seconds = 0;  // this process, all threads (a fairer measure on a shared machine)
+  double cpu_seconds = 0;  // the training thread's CPU time (fairer than wall time when shared)
 };
 
 // Text a model sees: the prompt ends where the answer begins.
