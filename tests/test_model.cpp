@@ -134,6 +134,41 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
       EXPECT_LT(max_diff(out[0][0], ref[0][3 + step]), 1e-4);
       EXPECT_LT(max_diff(out[1][0], ref[1][2 + step]), 1e-4);
     }
+
+    // Continuous batching: caches of different lengths merged with append_rows, a rejected
+    // position masked in one row, the all-masked columns compacted away; both rows continue.
+    auto ca = m.model->new_cache(), cb = m.model->new_cache();
+    m.model->forward(ids_tensor({s.begin(), s.begin() + 5}), &ca);
+    m.model->forward(ids_tensor({seqs[1][0], seqs[1][1]}), &cb);
+    ca.append_rows(cb);
+    ASSERT_EQ(ca.length(), 5);
+    auto two =
+        torch::tensor({s[5], int64_t{7}, seqs[1][2], seqs[1][3]}, torch::kInt64).view({2, 2});
+    auto out2 = m.model->forward(two, &ca);
+    EXPECT_LT(max_diff(out2[0][0], ref[0][5]), 1e-4);
+    EXPECT_LT(max_diff(out2[1], ref[1].narrow(0, 2, 2)), 1e-4);
+    ca.mask_positions(0, 6, 7);  // row 0's second token (7) was rejected
+    auto pad = torch::tensor({s[6], int64_t{0}}, torch::kInt64).view({2, 1});
+    auto m1 = torch::tensor({int64_t{1}, int64_t{0}}, torch::kInt64).view({2, 1});
+    EXPECT_LT(max_diff(m.model->forward(pad, &ca, m1)[0][0], ref[0][6]), 1e-4);
+    ca.mask_positions(0, 7, 8);  // forget it again: column 7 is now masked in both rows
+    ca.compact(0.0);
+    EXPECT_EQ(ca.length(), 7);  // columns 0-2 of row 1's left padding stay (row 0 uses them)
+    auto next = torch::tensor({s[6], seqs[1][4]}, torch::kInt64).view({2, 1});
+    auto out3 = m.model->forward(next, &ca);
+    EXPECT_LT(max_diff(out3[0][0], ref[0][6]), 1e-4);
+    EXPECT_LT(max_diff(out3[1][0], ref[1][4]), 1e-4);
+    EXPECT_THROW(ca.mask_positions(2, 0, 1), Error);
+    // Row 0 leaves: row 1's left padding is dead now, and compact drops it.
+    ca.select_rows(torch::tensor({int64_t{1}}));
+    ca.compact(0.0);
+    ASSERT_EQ(ca.length(), 5);
+    auto alone = m.model->new_cache();
+    m.model->forward(ids_tensor(seqs[1]), &alone);
+    for (int64_t l = 0; l < rc.config.num_hidden_layers; ++l) {
+      EXPECT_LT(max_diff(ca.keys(l), alone.keys(l)), 1e-5) << "layer " << l;
+      EXPECT_LT(max_diff(ca.values(l), alone.values(l)), 1e-5) << "layer " << l;
+    }
   }
 }
 

@@ -20,6 +20,7 @@
 #include "serve/calibration.h"
 #include "serve/policy.h"
 #include "serve/speculative.h"
+#include "serve/speculative_batch.h"
 #include "test_support.h"
 #include "uncertainty/uncertainty.h"
 #include "util/error.h"
@@ -270,48 +271,120 @@ TEST(Speculative, GreedyEqualsTargetAndRecordsMatchDirectComputation) {
   EXPECT_GT(est.eu_hat.max().item<double>(), 0.0);
 }
 
-// After every round, the target's and the drafts' caches equal those of decoding the kept text
-// from scratch.
-TEST(Speculative, KvRollbackMatchesFreshDecode) {
+// The valid (unmasked) positions of batch row `row` in a cache layer: [Hkv·members, n, hd].
+torch::Tensor valid_positions(const torch::Tensor& layer, const KVCache& cache, int64_t row) {
+  auto keep = cache.key_mask()[row].nonzero().view({-1});
+  return layer[row].index_select(1, keep);
+}
+
+// Several sequences decoded together (joining at different rounds, with different prompts,
+// temperatures and γ): after every round each row's unmasked cache positions equal the caches of
+// decoding its kept text alone from scratch, and each row's output equals its run alone.
+TEST(Speculative, BatchedRowsMatchAloneAndCachesMatchFreshDecode) {
   auto& st = stories();
   auto& target = *st.target.model;
   SpeculativeDecoder dec(st.target.model, st.drafts);
   const int64_t layers = target.config().num_hidden_layers;
-  for (double temperature : {0.0, 1.0}) {
+  struct Case {
+    std::vector<int64_t> prompt;
+    double temperature;
+    GammaSchedule gamma;
+    int64_t join_round;
+  };
+  const int64_t bos = stories_prompt("").front();
+  std::vector<Case> cases = {{stories_prompt(), 0.0, {3, 1, 6, true}, 0},
+                             {stories_prompt("The dog ran to the"), 1.0, {4, 1, 8, true}, 0},
+                             {{bos}, 1.0, {2, 1, 4, true}, 2},
+                             {stories_prompt("Lily saw a big"), 0.0, {1, 1, 1, false}, 3}};
+  auto options = [&](const Case& c, uint64_t seed) {
     SpeculativeOptions o;
-    o.sampling.temperature = temperature;
-    o.max_new_tokens = 40;
-    o.seed = 5;
-    auto session = dec.start(stories_prompt(), o);
-    int checked = 0;
-    while (session->step()) {
-      torch::NoGradGuard ng;
-      const auto& seq = session->sequence();
-      const auto& tc = session->target_cache();
-      ASSERT_EQ(tc.length(), static_cast<int64_t>(seq.size()) - 1);
+    o.sampling.temperature = c.temperature;
+    o.max_new_tokens = 30 + static_cast<int64_t>(seed);
+    o.seed = seed;
+    o.gamma = c.gamma;
+    o.top_logprobs = 2;
+    return o;
+  };
+  std::vector<SpeculativeDecoder::Result> alone;
+  for (size_t i = 0; i < cases.size(); ++i)
+    alone.push_back(dec.generate(cases[i].prompt, options(cases[i], i)));
+
+  SpeculativeBatch batch(dec);
+  std::map<uint64_t, size_t> case_of;
+  std::map<size_t, SpeculativeBatch::Finished> together;
+  int checked = 0, max_rows = 0;
+  for (int64_t round = 0; together.size() < cases.size(); ++round) {
+    for (size_t i = 0; i < cases.size(); ++i)
+      if (cases[i].join_round == round)
+        case_of[batch.add(cases[i].prompt, options(cases[i], i))] = i;
+    for (auto& f : batch.step()) together.emplace(case_of.at(f.id), std::move(f));
+    torch::NoGradGuard ng;
+    int rows = 0;
+    for (auto [id, i] : case_of) {
+      if (together.count(i)) continue;
+      ++rows;
+      const auto& seq = batch.sequence(id);
+      const int64_t row = batch.row_of(id);
+      const auto& tc = batch.target_cache();
+      const auto& dc = batch.draft_cache().at(0);
+      const int64_t t_fed = tc.key_mask()[row].sum().item<int64_t>();
+      const int64_t d_fed = dc.key_mask()[row].sum().item<int64_t>();
+      ASSERT_EQ(t_fed, static_cast<int64_t>(seq.size()) - 1) << "case " << i;
+      ASSERT_GE(d_fed, t_fed - 1) << "case " << i;
       auto fresh = target.new_cache();
-      target.forward(
-          torch::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + tc.length())).unsqueeze(0),
-          &fresh);
-      for (int64_t l = 0; l < layers; ++l) {
-        expect_close(tc.keys(l), fresh.keys(l), 1e-5, "target keys " + std::to_string(l));
-        expect_close(tc.values(l), fresh.values(l), 1e-5, "target values " + std::to_string(l));
-      }
-      const auto& dc = session->draft_cache();
       auto dfresh = st.drafts->new_cache();
-      st.drafts->forward(
-          torch::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + dc.length())).unsqueeze(0),
-          &dfresh);
-      ASSERT_EQ(dfresh.length(), dc.length());
-      for (int64_t l = 0; l < layers; ++l) {
-        expect_close(dc.at(0).keys(l), dfresh.at(0).keys(l), 1e-5, "draft keys");
-        expect_close(dc.at(0).values(l), dfresh.at(0).values(l), 1e-5, "draft values");
+      if (t_fed > 0)
+        target.forward(
+            torch::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + t_fed)).unsqueeze(0),
+            &fresh);
+      if (d_fed > 0)
+        st.drafts->forward(
+            torch::tensor(std::vector<int64_t>(seq.begin(), seq.begin() + d_fed)).unsqueeze(0),
+            &dfresh);
+      for (int64_t l = 0; l < layers && t_fed > 0; ++l) {
+        const auto what = "case " + std::to_string(i) + " layer " + std::to_string(l);
+        expect_close(valid_positions(tc.keys(l), tc, row), fresh.keys(l)[0], 1e-5,
+                     "target keys, " + what);
+        expect_close(valid_positions(tc.values(l), tc, row), fresh.values(l)[0], 1e-5,
+                     "target values, " + what);
       }
-      ++checked;
+      // The draft family's layers hold K member-major tiles of the batch rows.
+      const int64_t b = dc.key_mask().size(0), k = st.drafts->size();
+      for (int64_t l = 0; l < layers && d_fed > 0; ++l)
+        for (int64_t m = 0; m < k; ++m) {
+          auto keep = dc.key_mask()[row].nonzero().view({-1});
+          auto got = dc.keys(l)[m * b + row].index_select(1, keep);
+          expect_close(got, dfresh.at(0).keys(l)[m], 1e-5,
+                       "draft keys, member " + std::to_string(m) + ", case " + std::to_string(i));
+        }
     }
-    EXPECT_GT(checked, 3);
-    EXPECT_LT(session->stats().accepted, session->stats().proposed) << "no rejection exercised";
+    max_rows = std::max(max_rows, rows);
+    checked += rows;
   }
+  EXPECT_GE(max_rows, 3) << "the batch never held several sequences";
+  EXPECT_GT(checked, 10);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& a = alone[i];
+    const auto& t = together.at(i);
+    ASSERT_EQ(t.tokens.size(), a.tokens.size()) << "case " << i;
+    EXPECT_EQ(t.finish, a.finish) << "case " << i;
+    EXPECT_EQ(t.stats.proposed, a.stats.proposed) << "case " << i;
+    EXPECT_EQ(t.stats.accepted, a.stats.accepted) << "case " << i;
+    for (size_t j = 0; j < a.tokens.size(); ++j) {
+      EXPECT_EQ(t.tokens[j].id, a.tokens[j].id) << "case " << i << " token " << j;
+      EXPECT_EQ(t.tokens[j].accepted, a.tokens[j].accepted) << "case " << i << " token " << j;
+      EXPECT_NEAR(t.tokens[j].logprob, a.tokens[j].logprob, 1e-4);
+      ASSERT_TRUE(t.tokens[j].uncertainty && a.tokens[j].uncertainty);
+      EXPECT_NEAR(t.tokens[j].uncertainty->eu_hat, a.tokens[j].uncertainty->eu_hat, 1e-5);
+      EXPECT_NEAR(t.tokens[j].uncertainty->jsd, a.tokens[j].uncertainty->jsd, 1e-5);
+      ASSERT_EQ(t.tokens[j].top_logprobs.size(), 2u);
+      EXPECT_EQ(t.tokens[j].top_logprobs[0].first, a.tokens[j].top_logprobs[0].first);
+    }
+  }
+  // Rejections were exercised in the batch (else no position was ever masked).
+  int64_t proposed = 0, accepted = 0;
+  for (auto& [i, f] : together) proposed += f.stats.proposed, accepted += f.stats.accepted;
+  EXPECT_LT(accepted, proposed);
 }
 
 // With the p_mix adapter as the reference, the output is still the plain target's, and the bias
@@ -441,7 +514,7 @@ const char* kModel = "stories260K";
 struct LiveServer {
   std::unique_ptr<SpeculativeDecoder> decoder;
   std::unique_ptr<Server> server;
-  LiveServer(int64_t max_queue, size_t max_body = 1 << 20) {
+  LiveServer(int64_t max_queue, int64_t max_batch, size_t max_body = 1 << 20) {
     auto& st = stories();
     decoder = std::make_unique<SpeculativeDecoder>(st.target.model, st.drafts);
     ServerConfig c;
@@ -449,6 +522,7 @@ struct LiveServer {
     c.api_key = kKey;
     c.model_name = kModel;
     c.max_queue = max_queue;
+    c.max_batch = max_batch;
     c.max_body_bytes = max_body;
     c.limits.max_prompt_tokens = 64;
     c.limits.max_tokens_limit = 48;
@@ -468,7 +542,7 @@ struct LiveServer {
 };
 
 LiveServer& live() {
-  static LiveServer s(32, 64 * 1024);
+  static LiveServer s(32, 8, 64 * 1024);
   return s;
 }
 
@@ -688,12 +762,20 @@ TEST(Server, ConcurrentClientsMatchSequentialResults) {
     ASSERT_EQ(a["uncertainty"].size(), e["uncertainty"].size());
     for (size_t k = 0; k < a["uncertainty"].size(); ++k)
       EXPECT_NEAR(a["uncertainty"][k]["eu_hat"].get<double>(),
-                  e["uncertainty"][k]["eu_hat"].get<double>(), 1e-9);
+                  e["uncertainty"][k]["eu_hat"].get<double>(), 1e-5);
   }
+  // They were decoded together: some rounds held several requests.
+  auto met = live().client().Get("/metrics");
+  ASSERT_TRUE(met);
+  std::smatch sum, count;
+  ASSERT_TRUE(std::regex_search(met->body, sum, std::regex("drafteu_batch_rows_sum ([0-9.e+]+)")));
+  ASSERT_TRUE(
+      std::regex_search(met->body, count, std::regex("drafteu_batch_rows_count ([0-9.e+]+)")));
+  EXPECT_GT(std::stod(sum[1]), std::stod(count[1])) << "no round decoded two requests together";
 }
 
 TEST(Server, QueueFullIs429AndHealthModelsMetrics) {
-  LiveServer small(1);
+  LiveServer small(1, 1);  // one request decodes, one waits
   std::vector<std::future<int>> futures;
   for (int i = 0; i < 6; ++i)
     futures.push_back(std::async(std::launch::async, [&small] {

@@ -3,9 +3,10 @@
 # REQUESTS completion requests with CONCURRENCY in flight (curl, each capped at 120 s; the whole
 # run at DEADLINE s), then prints requests/s, p50/p99 latency and the error count.
 #   tools/load_test.sh [BIN] [MODEL]   env: REQUESTS=64 CONCURRENCY=8 MAX_TOKENS=32 DEADLINE=300 THREADS=1
+#                                      MAX_BATCH=8 (requests the server decodes together)
 #   URL=http://127.0.0.1:8080 tools/load_test.sh   (an already running server; MODEL_NAME=...)
 set -euo pipefail
-BIN=${1:-build-serve/drafteu}
+BIN=${1:-build/drafteu}
 MODEL=${2:-../shared/models/stories260K/stories260K.gguf}
 REQUESTS=${REQUESTS:-64}
 CONCURRENCY=${CONCURRENCY:-8}
@@ -22,7 +23,7 @@ trap cleanup EXIT
 
 if [[ -z "${URL:-}" ]]; then
   "$BIN" --threads "${THREADS:-1}" serve --model "$MODEL" --draft "$MODEL" --draft-noise 3 --draft-sigma 0.05 \
-    --host 127.0.0.1 --port 0 --max-queue "$REQUESTS" >"$work/server.out" 2>"$work/server.err" &
+    --host 127.0.0.1 --port 0 --max-queue "$REQUESTS" --max-batch "${MAX_BATCH:-8}" >"$work/server.out" 2>"$work/server.err" &
   server_pid=$!
   for _ in $(seq 1 300); do
     URL=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/server.out" 2>/dev/null || true)
@@ -31,7 +32,7 @@ if [[ -z "${URL:-}" ]]; then
   done
   [[ -n "$URL" ]] || { echo "server did not start:"; cat "$work/server.err"; exit 1; }
 fi
-echo "load test: $URL, $REQUESTS requests, concurrency $CONCURRENCY, max_tokens $MAX_TOKENS"
+echo "load test: $URL, $REQUESTS requests, concurrency $CONCURRENCY, max_tokens $MAX_TOKENS, max_batch ${MAX_BATCH:-8}"
 
 prompts=("Once upon a time" "The little dog" "Lily wanted" "Tom and Sam" "One day, a bird")
 for i in $(seq 0 $((REQUESTS - 1))); do
@@ -56,4 +57,4 @@ awk -v s="$start" -v e="$end" -v ok="$ok" -v n="$n" -v total="$REQUESTS" -v err=
     -v p50="$(pct 50)" -v p99="$(pct 99)" 'BEGIN {
   printf "completed %d/%d in %.2f s: %.2f requests/s, p50 %s s, p99 %s s, errors %d\n",
          n, total, e - s, ok / (e - s), p50, p99, err + total - n }'
-curl -s "$URL/metrics" | grep -E '^drafteu_(acceptance_rate|tokens_generated_total|requests_total)' || true
+curl -s "$URL/metrics" | grep -E '^drafteu_(acceptance_rate|tokens_generated_total|requests_total|batch_rows_(sum|count))' || true

@@ -194,7 +194,9 @@ void add_serve_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--host", f->config.host, "address to bind (default 127.0.0.1: loopback only)");
   cmd->add_option("--port", f->config.port, "port; 0 = any free port")->check(CLI::Range(0, 65535));
   cmd->add_option("--api-key", f->config.api_key, "require Authorization: Bearer KEY");
-  cmd->add_option("--max-queue", f->config.max_queue, "requests waiting beyond the running one")
+  cmd->add_option("--max-batch", f->config.max_batch, "requests decoded together (one forward)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-queue", f->config.max_queue, "requests waiting beyond the running ones")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-prompt-tokens", f->config.limits.max_prompt_tokens,
                   "longest prompt accepted")

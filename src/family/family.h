@@ -21,6 +21,10 @@ class FamilyCache {
   void truncate(int64_t new_length);
   void clear() { truncate(0); }
   void select_rows(const torch::Tensor& rows);  // rows of the base batch B
+  // As KVCache's, for every member cache.
+  void mask_positions(int64_t row, int64_t from, int64_t to);
+  void append_rows(const FamilyCache& other);
+  void compact(double min_fraction = 0.25);
   size_t size() const { return caches_.size(); }
   KVCache& at(size_t i) { return caches_.at(i); }
   const KVCache& at(size_t i) const { return caches_.at(i); }

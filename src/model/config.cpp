@@ -205,6 +205,10 @@ LlamaConfig LlamaConfig::preset(const std::string& name) {
     c.vocab_size = 32000, c.hidden_size = 288, c.intermediate_size = 768, c.num_hidden_layers = 6;
     c.num_attention_heads = 6, c.num_key_value_heads = 6, c.head_dim = 48;
     c.max_position_embeddings = 256;
+  } else if (name == "stories110m") {  // llama2.c stories110M shape (Llama-2-style 110M)
+    c.vocab_size = 32000, c.hidden_size = 768, c.intermediate_size = 2048, c.num_hidden_layers = 12;
+    c.num_attention_heads = 12, c.num_key_value_heads = 12, c.head_dim = 64;
+    c.max_position_embeddings = 1024;
   } else if (name == "d256") {  // mid-size CPU testbed shape
     c.vocab_size = 2048, c.hidden_size = 256, c.intermediate_size = 688, c.num_hidden_layers = 4;
     c.num_attention_heads = 8, c.num_key_value_heads = 4, c.head_dim = 32;
@@ -221,7 +225,7 @@ LlamaConfig LlamaConfig::preset(const std::string& name) {
 }
 
 std::vector<std::string> LlamaConfig::preset_names() {
-  return {"tiny", "stories260k", "stories15m", "d256"};
+  return {"tiny", "stories260k", "stories15m", "stories110m", "d256"};
 }
 
 }  // namespace drafteu

@@ -37,6 +37,17 @@ class KVCache {
   // sequences; `rows` indexes the base batch and is tiled for expanded layers.
   void select_rows(const torch::Tensor& rows);
 
+  // Continuous batching (serve/speculative_batch). Positions are counted over unmasked keys and
+  // baked into the cached keys by RoPE, so masked columns may sit anywhere and may be removed.
+  // Marks positions [from, to) of base row `row` as padding (a row's rejected drafts).
+  void mask_positions(int64_t row, int64_t from, int64_t to);
+  // Appends the rows of `other` (same layers, same expansion, both non-empty) after this cache's
+  // rows; the shorter of the two is left-padded with masked positions.
+  void append_rows(const KVCache& other);
+  // Drops trailing positions masked in every row; when at least `min_fraction` of all positions
+  // are masked in every row, drops those everywhere (one copy).
+  void compact(double min_fraction = 0.25);
+
  private:
   struct Layer {
     torch::Tensor k, v;  // [N, Hkv, capacity, hd]

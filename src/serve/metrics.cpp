@@ -39,7 +39,8 @@ void Histogram::write(std::string& out, const std::string& name) const {
 
 Metrics::Metrics()
     : eu_({0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3}),
-      latency_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}) {}
+      latency_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
+      batch_({1, 2, 4, 8, 16, 32, 64}) {}
 
 void Metrics::count_request(const std::string& route, int status) {
   std::lock_guard lock(mu_);
@@ -63,6 +64,11 @@ void Metrics::add_generation(int64_t tokens, int64_t proposed, int64_t accepted,
 void Metrics::set_queue_depth(int64_t depth) {
   std::lock_guard lock(mu_);
   queue_depth_ = depth;
+}
+
+void Metrics::observe_batch(int64_t rows) {
+  std::lock_guard lock(mu_);
+  batch_.observe(static_cast<double>(rows));
 }
 
 std::string Metrics::prometheus() const {
@@ -96,6 +102,9 @@ std::string Metrics::prometheus() const {
   out += "# HELP drafteu_request_latency_seconds Completion request latency.\n";
   out += "# TYPE drafteu_request_latency_seconds histogram\n";
   latency_.write(out, "drafteu_request_latency_seconds");
+  out += "# HELP drafteu_batch_rows Requests decoded together, per speculative round.\n";
+  out += "# TYPE drafteu_batch_rows histogram\n";
+  batch_.write(out, "drafteu_batch_rows");
   return out;
 }
 

@@ -1,5 +1,6 @@
 // Server metrics in Prometheus' text exposition format: requests by route and status, tokens
-// generated, speculative acceptance, histograms of per-token eu_hat and request latency.
+// generated, speculative acceptance, histograms of per-token eu_hat, request latency and the
+// number of requests decoded together per round.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -32,6 +33,7 @@ class Metrics {
   void add_generation(int64_t tokens, int64_t proposed, int64_t accepted,
                       const std::vector<double>& eu_hat);
   void set_queue_depth(int64_t depth);
+  void observe_batch(int64_t rows);  // requests decoded together in one round
   std::string prometheus() const;
 
  private:
@@ -39,7 +41,7 @@ class Metrics {
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   uint64_t tokens_ = 0, proposed_ = 0, accepted_ = 0;
   int64_t queue_depth_ = 0;
-  Histogram eu_, latency_;
+  Histogram eu_, latency_, batch_;
 };
 
 }  // namespace drafteu::serve

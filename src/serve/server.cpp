@@ -1,9 +1,11 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 
 #include "util/error.h"
@@ -34,6 +36,7 @@ struct Server::Job {
   std::string id;
   int64_t created = 0;
   uint64_t number = 0;
+  uint64_t sequence = 0;  // id in the worker's SpeculativeBatch
   Clock::time_point t0 = Clock::now();
   std::mutex mu;
   std::condition_variable cv;
@@ -42,6 +45,10 @@ struct Server::Job {
   int status = 200;
   std::string body;
   std::atomic<bool> cancelled{false};  // the client went away
+  // Worker side, while decoding.
+  std::optional<ResponseAssembler> out;
+  std::vector<double> eu;
+  std::vector<bool> flags;
 
   void push(std::string event) {
     std::lock_guard lock(mu);
@@ -72,6 +79,7 @@ Server::Server(SpeculativeDecoder& decoder, std::shared_ptr<Tokenizer> tokenizer
       http_(std::make_unique<httplib::Server>()) {
   if (!tok_) fail("serve: the model has no tokenizer");
   if (config_.max_queue < 0) fail("serve: --max-queue must be >= 0");
+  if (config_.max_batch < 1) fail("serve: --max-batch must be >= 1");
   seed_base_ = std::random_device{}();
   routes();
 }
@@ -216,6 +224,13 @@ void Server::start() {
     if (started_) fail("serve: already started");
     started_ = true;
   }
+  // httplib listens with a backlog of 5, so a burst of clients overflows the accept queue
+  // (connections dropped or reset). Linux lets listen() on a listening socket set a new backlog.
+  std::atomic<int> fd{-1};
+  http_->set_socket_options([&fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    fd = static_cast<int>(sock);
+  });
   if (config_.port == 0) {
     port_ = http_->bind_to_any_port(config_.host);
     if (port_ < 0) fail("serve: cannot bind ", config_.host, " on any port");
@@ -224,6 +239,8 @@ void Server::start() {
       fail("serve: cannot bind ", config_.host, ":", config_.port);
     port_ = config_.port;
   }
+  if (fd >= 0) ::listen(fd, SOMAXCONN);
+  http_->set_socket_options(httplib::default_socket_options);  // the lambda's `fd` is local
   worker_ = std::thread([this] { worker_loop(); });
   listener_ = std::thread([this] { http_->listen_after_bind(); });
 }
@@ -256,62 +273,88 @@ void Server::wait() {
 }
 
 void Server::worker_loop() {
+  auto batch = std::make_unique<SpeculativeBatch>(decoder_);
+  std::map<uint64_t, std::shared_ptr<Job>> running;  // batch sequence id -> job
   for (;;) {
-    std::shared_ptr<Job> job;
+    std::vector<std::shared_ptr<Job>> admitted;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      job = queue_.front();
-      queue_.pop_front();
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !running.empty(); });
+      if (running.empty() && queue_.empty()) return;  // stopping, nothing left
+      while (!queue_.empty() &&
+             static_cast<int64_t>(running.size() + admitted.size()) < config_.max_batch) {
+        admitted.push_back(queue_.front());
+        queue_.pop_front();
+      }
       metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
     }
+    for (auto& job : admitted) {
+      try {
+        start_job(job, *batch);
+      } catch (const ApiException& e) {
+        job->fail(e.error);
+      } catch (const std::exception& e) {
+        job->fail({400, e.what(), "invalid_request_error", "", ""});
+      }
+    }
+    for (auto& job : admitted)
+      if (!job->done) running.emplace(job->sequence, job);
+    if (running.empty()) continue;
+    metrics_.observe_batch(static_cast<int64_t>(running.size()));
     try {
-      run_job(*job);
-    } catch (const ApiException& e) {
-      job->fail(e.error);
-    } catch (const std::exception& e) {
-      job->fail({500, cat("generation failed: ", e.what()), "server_error", "", ""});
+      for (const auto& result : batch->step()) {
+        auto it = running.find(result.id);
+        finish_job(*it->second, result);
+        running.erase(it);
+      }
+    } catch (const std::exception& e) {  // the batch is lost: every request in it fails
+      for (auto& [id, job] : running)
+        job->fail({500, cat("generation failed: ", e.what()), "server_error", "", ""});
+      running.clear();
+      batch = std::make_unique<SpeculativeBatch>(decoder_);
     }
   }
 }
 
-void Server::run_job(Job& job) {
-  const auto& r = job.req;
+void Server::start_job(const std::shared_ptr<Job>& job, SpeculativeBatch& batch) {
+  const auto& r = job->req;
   SpeculativeOptions o = config_.defaults;
   o.sampling = r.sampling;
   o.max_new_tokens = r.max_tokens;
-  o.seed = r.seed.value_or(seed_base_ + job.number);
+  o.seed = r.seed.value_or(seed_base_ + job->number);
   o.top_logprobs = r.top_logprobs;
-  ResponseAssembler out(r, *tok_, job.id, job.created, static_cast<int64_t>(job.prompt.size()));
-  if (r.stream && r.endpoint == Endpoint::Chat) job.push(sse(out.first_chunk()));
-  std::vector<double> eu;
-  std::vector<bool> flags;
-  auto result = decoder_.generate(job.prompt, o, [&](const SpecToken& t) {
-    if (job.cancelled) return false;
-    if (std::find(o.stop_ids.begin(), o.stop_ids.end(), t.id) != o.stop_ids.end()) {
-      out.count_hidden_token();  // end of sequence: counted, not shown
+  job->out.emplace(r, *tok_, job->id, job->created, static_cast<int64_t>(job->prompt.size()));
+  Job* j = job.get();
+  auto stop_ids = o.stop_ids;
+  job->sequence = batch.add(job->prompt, std::move(o), [j, stop_ids](const SpecToken& t) {
+    if (j->cancelled) return false;
+    if (std::find(stop_ids.begin(), stop_ids.end(), t.id) != stop_ids.end()) {
+      j->out->count_hidden_token();  // end of sequence: counted, not shown
       return true;
     }
     if (t.uncertainty) {
-      eu.push_back(t.uncertainty->eu_hat);
-      flags.push_back(t.uncertainty->flagged);
+      j->eu.push_back(t.uncertainty->eu_hat);
+      j->flags.push_back(t.uncertainty->flagged);
     }
     bool stop_hit = false;
-    auto chunk = out.add(t, &stop_hit);
-    if (r.stream) job.push(sse(chunk));
+    auto chunk = j->out->add(t, &stop_hit);
+    if (j->req.stream) j->push(sse(chunk));
     return !stop_hit;
   });
-  auto summary = summarize(eu, flags, config_.calibration);
+  if (r.stream && r.endpoint == Endpoint::Chat) job->push(sse(job->out->first_chunk()));
+}
+
+void Server::finish_job(Job& job, const SpeculativeBatch::Finished& result) {
+  auto summary = summarize(job.eu, job.flags, config_.calibration);
   metrics_.add_generation(static_cast<int64_t>(result.tokens.size()), result.stats.proposed,
-                          result.stats.accepted, eu);
+                          result.stats.accepted, job.eu);
   const std::string reason = to_string(result.finish);
-  if (r.stream) {
-    job.push(sse(out.final_chunk(reason, result.stats, summary)));
+  if (job.req.stream) {
+    job.push(sse(job.out->final_chunk(reason, result.stats, summary)));
     job.push("data: [DONE]\n\n");
     job.finish(200, "");
   } else {
-    job.finish(200, dump_json(out.response(reason, result.stats, summary)));
+    job.finish(200, dump_json(job.out->response(reason, result.stats, summary)));
   }
 }
 

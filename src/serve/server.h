@@ -2,10 +2,11 @@
 //   POST /v1/completions, POST /v1/chat/completions   (openai.h; stream: server-sent events)
 //   GET  /health, GET /v1/models, GET /metrics          (Prometheus text)
 // Requests are validated on the HTTP threads, then queued (bounded: 429 when full) for ONE
-// worker thread that owns the models and decodes one request at a time; the model forward is
-// already multi-threaded, and one worker keeps every response equal to the same request run
-// alone (no cross-request batching yet). Optional API key (Authorization: Bearer) -> 401.
-// stop() is graceful: new requests get 503, queued ones are answered 503, the running one ends.
+// worker thread that owns the models and decodes up to max_batch requests together
+// (SpeculativeBatch: one forward per model step for all of them; queued requests join between
+// rounds, finished ones leave). Each request keeps its own sampler and options, so its tokens do
+// not depend on what it was batched with. Optional API key (Authorization: Bearer) -> 401.
+// stop() is graceful: new requests get 503, queued ones are answered 503, running ones end.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -21,7 +22,7 @@
 #include "serve/calibration.h"
 #include "serve/metrics.h"
 #include "serve/openai.h"
-#include "serve/speculative.h"
+#include "serve/speculative_batch.h"
 
 namespace httplib {
 class Server;
@@ -34,7 +35,8 @@ struct ServerConfig {
   int port = 8080;      // 0 = any free port (see Server::port)
   std::string api_key;  // empty = no authentication
   std::string model_name = "drafteu";
-  int64_t max_queue = 16;  // requests waiting beyond the running one
+  int64_t max_queue = 16;  // requests waiting beyond the running ones
+  int64_t max_batch = 8;   // requests decoded together
   ApiLimits limits;
   size_t max_body_bytes = 1 << 20;
   int http_threads = 32;
@@ -62,7 +64,8 @@ class Server {
   struct Job;
   void routes();
   void worker_loop();
-  void run_job(Job& job);
+  void start_job(const std::shared_ptr<Job>& job, SpeculativeBatch& batch);
+  void finish_job(Job& job, const SpeculativeBatch::Finished& result);
   bool authorized(const std::string& header) const;
 
   SpeculativeDecoder& decoder_;

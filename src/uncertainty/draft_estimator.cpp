@@ -1,7 +1,9 @@
 #include "uncertainty/draft_estimator.h"
 
 #include "uncertainty/divergence.h"
+#include "uncertainty/entropy.h"
 #include "uncertainty/mixture.h"
+#include "util/error.h"
 
 namespace drafteu::uncertainty {
 
@@ -67,6 +69,36 @@ DraftEstimate draft_estimator(const torch::Tensor& draft_logp, const torch::Tens
                                  return std::vector<torch::Tensor>{e.jsd, e.bias, e.eu_hat};
                                });
   return {out[0], out[1], out[2]};
+}
+
+TokenRecords token_records(const torch::Tensor& draft_logp, const torch::Tensor& reference_logp,
+                           const torch::Tensor& target_logp) {
+  detail::check_drafts_reference("token_records", draft_logp, reference_logp);
+  detail::check_log_probs("token_records", "target", target_logp, 1);
+  if (draft_logp.dim() != 3 || target_logp.sizes() != reference_logp.sizes())
+    fail("token_records: need drafts [K, n, V] and reference, target [n, V], got ",
+         detail::shape_str(draft_logp.sizes()), ", ", detail::shape_str(reference_logp.sizes()),
+         ", ", detail::shape_str(target_logp.sizes()));
+  const auto f64 = torch::kFloat64;
+  auto q = draft_logp.exp();
+  auto mix = q.mean(0);
+  auto a = (q * draft_logp).sum(-1, false, f64).mean(0);
+  auto b = (mix * mix.log()).sum(-1, false, f64);
+  auto c = (mix * reference_logp).sum(-1, false, f64);
+  auto p = target_logp.exp();
+  TokenRecords r{(a - b).clamp_min_(0), (b - c).clamp_min_(0), (a - c).clamp_min_(0),
+                 -(p * target_logp).sum(-1, false, f64)};
+  // 0 * log 0 gave NaN somewhere: those positions take the exact reductions.
+  auto nan = r.jsd.isnan() | r.bias.isnan() | r.eu_hat.isnan() | r.entropy.isnan();
+  if (nan.any().item<bool>()) {
+    auto exact = draft_estimator(draft_logp, reference_logp);
+    auto h = entropy(target_logp);
+    r.jsd = torch::where(nan, exact.jsd, r.jsd);
+    r.bias = torch::where(nan, exact.bias, r.bias);
+    r.eu_hat = torch::where(nan, exact.eu_hat, r.eu_hat);
+    r.entropy = torch::where(nan, h.to(f64), r.entropy);
+  }
+  return {r.jsd.cpu(), r.bias.cpu(), r.eu_hat.cpu(), r.entropy.cpu()};
 }
 
 }  // namespace drafteu::uncertainty
