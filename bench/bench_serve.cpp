@@ -15,6 +15,7 @@
 // Printed at the end: specK_unc / specK and / spec1 (goal <= 1.10), specK_unc / tokur (goal
 // <= 0.33), acceptance rates and the uncertainty time fraction the decoder measured itself.
 // Threads: --threads=N or $DRAFTEU_THREADS (default 1). Tokens per run: --tokens=N (default 64).
+// γ: --gamma-schedule=heuristic|cost-aware|fixed (default heuristic, as serve).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
@@ -41,6 +42,7 @@ namespace fs = std::filesystem;
 namespace {
 
 int64_t g_tokens = 64;
+std::string g_schedule = "heuristic";
 constexpr int64_t kK = 3;
 
 struct Setup {
@@ -121,6 +123,7 @@ void bm_spec(benchmark::State& state, Setup* s, int mode) {
   serve::SpeculativeOptions o;
   o.max_new_tokens = g_tokens;
   o.uncertainty = mode >= 2;
+  o.gamma.set_rule(g_schedule);
   double t = 0, unc = 0;
   int64_t n = 0, proposed = 0, accepted = 0;
   uint64_t seed = 0;
@@ -181,12 +184,14 @@ int main(int argc, char** argv) {
       threads = std::stoi(a.substr(10));
     else if (a.rfind("--tokens=", 0) == 0)
       g_tokens = std::stoll(a.substr(9));
+    else if (a.rfind("--gamma-schedule=", 0) == 0)
+      g_schedule = a.substr(17);
     else
       rest.push_back(argv[i]);
   }
   torch::set_num_threads(std::max(1, threads));
-  std::printf("torch threads: %d, tokens per run: %lld\n", torch::get_num_threads(),
-              static_cast<long long>(g_tokens));
+  std::printf("torch threads: %d, tokens per run: %lld, gamma schedule: %s\n",
+              torch::get_num_threads(), static_cast<long long>(g_tokens), g_schedule.c_str());
 
   const char* shared = std::getenv("DRAFTEU_SHARED");
   fs::path gguf =
@@ -250,9 +255,11 @@ int main(int argc, char** argv) {
     std::printf("  adapter reference: specK_unc_adapter/specK_unc %.3f\n",
                 ratio(n + "specK_unc_adapter", n + "specK_unc"));
     std::printf(
-        "  acceptance spec1 %.3f specK %.3f; uncertainty time fraction (decoder-measured) %.3f\n",
+        "  acceptance spec1 %.3f specK %.3f; uncertainty time fraction (decoder-measured) %.3f; "
+        "draft/target weights read per step %.3f\n",
         g_results[n + "spec1"].acceptance, g_results[n + "specK"].acceptance,
-        g_results[n + "specK_unc"].unc_fraction);
+        g_results[n + "specK_unc"].unc_fraction,
+        serve::SpeculativeDecoder(s->target, s->draftsK).draft_cost_ratio());
   }
   return 0;
 }

@@ -186,6 +186,49 @@ TEST(Acceptance, GreedyAcceptsWhileArgmaxMatches) {
   EXPECT_TRUE(v.bonus);
 }
 
+// γ schedules: the cost-aware optimum worked out by hand from (1 - α^(γ+1)) / ((1 - α)(1 + γc)),
+// and the heuristic's +1/-1.
+TEST(Gamma, CostAwareOptimumAndHeuristicSteps) {
+  EXPECT_EQ(optimal_gamma(0.5, 0.5, 1, 8), 1);     // γ=1: 1.000, γ=2: 0.875
+  EXPECT_EQ(optimal_gamma(0.47, 0.02, 1, 8), 4);   // γ=3: 1.693, γ=4: 1.707, γ=5: 1.697
+  EXPECT_EQ(optimal_gamma(0.9, 0.05, 1, 16), 13);  // γ=12: 4.661, γ=13: 4.674, γ=14: 4.671
+  EXPECT_EQ(optimal_gamma(0.9, 0.05, 1, 6), 6);    // clipped to max
+  EXPECT_EQ(optimal_gamma(1.0, 0.1, 2, 8), 8);     // (γ+1)/(1+0.1γ) grows
+  EXPECT_EQ(optimal_gamma(0.0, 0.1, 2, 8), 2);     // one token a round whatever γ
+
+  GammaSchedule heuristic{4, 1, 5, true};
+  GammaController h(heuristic, 0.1);
+  h.update(4, 4);
+  EXPECT_EQ(h.gamma(), 5);
+  h.update(5, 5);
+  EXPECT_EQ(h.gamma(), 5);
+  h.update(5, 2);
+  EXPECT_EQ(h.gamma(), 4);
+
+  GammaSchedule cost_aware = heuristic;
+  cost_aware.set_rule("cost-aware");
+  EXPECT_EQ(cost_aware.name(), "cost-aware");
+  GammaController c(cost_aware, 0.5);
+  c.update(4, 0);  // α = (0 + 1) / (0 + 1 + 2) = 1/3
+  EXPECT_NEAR(c.acceptance(), 1.0 / 3.0, 1e-12);
+  EXPECT_EQ(c.gamma(), 1);
+  for (int i = 0; i < 20; ++i) c.update(c.gamma(), c.gamma());  // α -> 1
+  EXPECT_EQ(c.gamma(), 5);
+  cost_aware.cost_ratio = 0.02;  // a given ratio overrides the decoder's
+  GammaController given(cost_aware, 0.5);
+  for (int i = 0; i < 47; ++i) given.update(1, 1);
+  for (int i = 0; i < 53; ++i) given.update(1, 0);  // α = 48 / 102 = 0.47
+  EXPECT_EQ(given.gamma(), 4);
+  GammaSchedule fixed = heuristic;
+  fixed.set_rule("fixed");
+  GammaController f(fixed, 0.1);
+  f.update(4, 4);
+  EXPECT_EQ(f.gamma(), 4);
+  EXPECT_THROW(fixed.set_rule("greedy"), Error);
+  fixed.cost_ratio = -1;
+  EXPECT_THROW(fixed.validate(), Error);
+}
+
 // The whole decoder on toy models: the first two generated tokens follow the target's warped
 // joint law, with a mixture proposer over two drafts and with one draft proposing.
 TEST(Speculative, SamplesFollowTargetLawOnToyModels) {
@@ -294,7 +337,7 @@ TEST(Speculative, BatchedRowsMatchAloneAndCachesMatchFreshDecode) {
   const int64_t bos = stories_prompt("").front();
   std::vector<Case> cases = {{stories_prompt(), 0.0, {3, 1, 6, true}, 0},
                              {stories_prompt("The dog ran to the"), 1.0, {4, 1, 8, true}, 0},
-                             {{bos}, 1.0, {2, 1, 4, true}, 2},
+                             {{bos}, 1.0, {2, 1, 4, true, /*cost_aware=*/true}, 2},
                              {stories_prompt("Lily saw a big"), 0.0, {1, 1, 1, false}, 3}};
   auto options = [&](const Case& c, uint64_t seed) {
     SpeculativeOptions o;
@@ -841,6 +884,13 @@ TEST(Cli, GenerateWithDraftsAddsUncertainty) {
   ASSERT_EQ(spec.exit_code, 0) << spec.err;
   expect_same_tokens_with_uncertainty(plain.out, spec.out);
   EXPECT_NE(spec.err.find("acceptance"), std::string::npos) << spec.err;
+  auto cost_aware = test::run_command(base + " --draft " + model +
+                                      " --draft-noise 2 --uncertainty --gamma-schedule cost-aware");
+  ASSERT_EQ(cost_aware.exit_code, 0) << cost_aware.err;
+  expect_same_tokens_with_uncertainty(plain.out, cost_aware.out);
+  auto bad = test::run_command(base + " --draft " + model + " --gamma-schedule greedy");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--gamma-schedule"), std::string::npos) << bad.err;
 }
 
 // The user's path from training to decoding: `train-drafts` writes a family directory, and

@@ -28,6 +28,7 @@ struct SpeculativeFlags {
   bool uncertainty = false;
   int64_t gamma = 4, gamma_min = 1, gamma_max = 8;
   bool fixed_gamma = false;
+  std::string gamma_schedule = "heuristic";
   std::string proposer = "mixture";
   std::optional<double> eu_flag, eu_stop;
   std::string eu_stop_agg = "sum";
@@ -49,8 +50,10 @@ std::vector<std::string> split_csv(const std::string& s) {
 serve::SpeculativeOptions decoder_options(SpeculativeFlags& f) {
   if (!f.drafts_csv.empty()) f.spec.drafts = split_csv(f.drafts_csv);
   serve::SpeculativeOptions o;
-  o.gamma = {f.gamma, std::min(f.gamma_min, f.gamma), std::max(f.gamma_max, f.gamma),
-             !f.fixed_gamma};
+  o.gamma.initial = f.gamma;
+  o.gamma.min = std::min(f.gamma_min, f.gamma);
+  o.gamma.max = std::max(f.gamma_max, f.gamma);
+  o.gamma.set_rule(f.fixed_gamma ? "fixed" : f.gamma_schedule);
   o.proposer = serve::Proposer::parse(f.proposer);
   o.uncertainty = f.uncertainty;
   o.policy.flag_threshold = f.eu_flag;
@@ -97,7 +100,11 @@ std::shared_ptr<SpeculativeFlags> add_speculative_flags(CLI::App* cmd, bool serv
       ->check(CLI::PositiveNumber);
   cmd->add_option("--gamma-max", f->gamma_max, "adaptive gamma upper bound")
       ->check(CLI::PositiveNumber);
-  cmd->add_flag("--fixed-gamma", f->fixed_gamma, "keep gamma constant");
+  cmd->add_flag("--fixed-gamma", f->fixed_gamma, "keep gamma constant (= --gamma-schedule fixed)");
+  cmd->add_option("--gamma-schedule", f->gamma_schedule,
+                  "heuristic (+1 after full acceptance, -1 after a rejection) | cost-aware "
+                  "(best gamma for the measured acceptance and draft/target cost) | fixed")
+      ->check(CLI::IsMember({"heuristic", "cost-aware", "fixed"}));
   cmd->add_option("--proposer", f->proposer, "mixture | draft index 0, 1, ...");
   cmd->add_option("--eu-flag", f->eu_flag, "flag tokens with eu_hat above this")
       ->check(CLI::NonNegativeNumber);

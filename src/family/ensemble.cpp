@@ -15,6 +15,12 @@ Ensemble::Ensemble(std::vector<LlamaForCausalLM> members) : members_(std::move(m
   }
 }
 
+int64_t Ensemble::parameters_read_per_token() const {
+  int64_t n = 0;
+  for (const auto& m : members_) n += m->config().num_parameters_read_per_token();
+  return n;
+}
+
 FamilyCache Ensemble::new_cache(int64_t capacity) const {
   std::vector<KVCache> caches;
   for (const auto& m : members_) caches.push_back(m->new_cache(capacity));

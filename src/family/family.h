@@ -39,6 +39,9 @@ class Family {
   virtual int64_t size() const = 0;  // K
   virtual int64_t vocab_size() const = 0;
   virtual FamilyCache new_cache(int64_t capacity = 256) const = 0;
+  // Weights one forward of all members reads (a batched family reads its base once): the cost
+  // model of memory-bound decoding.
+  virtual int64_t parameters_read_per_token() const = 0;
   // ids [B, T] -> logits [K, B, T, V] ([K, B, 1, V] with last_only); attention_mask and cache as
   // LlamaForCausalLM::forward (1 = real token; the new tokens follow the cached ones).
   virtual torch::Tensor forward(const torch::Tensor& ids, FamilyCache* cache = nullptr,

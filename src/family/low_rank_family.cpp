@@ -59,6 +59,14 @@ LowRankFamily::LowRankFamily(LlamaForCausalLM base, std::vector<MemberDeltas> me
   }
 }
 
+int64_t LowRankFamily::parameters_read_per_token() const {
+  int64_t n = base_->config().num_parameters_read_per_token();
+  for (const auto& member : members_)
+    for (const auto& [name, term] : member)
+      n += (term.a.defined() ? term.a.numel() : 0) + term.b.numel();
+  return n;
+}
+
 FamilyCache LowRankFamily::new_cache(int64_t capacity) const {
   std::vector<KVCache> caches;
   caches.push_back(base_->new_cache(capacity));

@@ -25,6 +25,7 @@ class LowRankFamily : public Family {
   int64_t size() const override { return static_cast<int64_t>(members_.size()); }
   int64_t vocab_size() const override { return base_->config().vocab_size; }
   FamilyCache new_cache(int64_t capacity = 256) const override;
+  int64_t parameters_read_per_token() const override;  // the base's and every member's factors
   torch::Tensor forward(const torch::Tensor& ids, FamilyCache* cache = nullptr,
                         const torch::Tensor& attention_mask = {}, bool last_only = false) override;
 

@@ -43,6 +43,11 @@ int64_t LlamaConfig::num_parameters() const {
   return num_hidden_layers * layer + emb + hidden_size;
 }
 
+int64_t LlamaConfig::num_parameters_read_per_token() const {
+  // A decode step gathers one row of an untied embedding table.
+  return num_parameters() - (tie_word_embeddings ? 0 : vocab_size * hidden_size);
+}
+
 namespace {
 
 template <typename T>

@@ -40,7 +40,8 @@ struct LlamaConfig {
 
   // Throws drafteu::Error naming `source` and the field when a value is missing or inconsistent.
   void validate(const std::string& source) const;
-  int64_t num_parameters() const;  // weights only, tied embeddings counted once
+  int64_t num_parameters() const;                 // weights only, tied embeddings counted once
+  int64_t num_parameters_read_per_token() const;  // all but an untied embedding table
 
   static LlamaConfig from_hf_json(const nlohmann::json& j, const std::string& source);
   static LlamaConfig from_hf_file(const std::filesystem::path& config_json);

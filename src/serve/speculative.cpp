@@ -27,12 +27,6 @@ std::string Proposer::name() const {
   return mixture ? "mixture" : std::to_string(index);
 }
 
-void GammaSchedule::validate() const {
-  if (min < 1 || max < min || initial < min || initial > max)
-    fail("gamma: need 1 <= min <= initial <= max, got min ", min, ", initial ", initial, ", max ",
-         max);
-}
-
 double SpecStats::acceptance_rate() const {
   return proposed ? static_cast<double>(accepted) / static_cast<double>(proposed) : 0.0;
 }
@@ -64,6 +58,12 @@ SpeculativeDecoder::SpeculativeDecoder(LlamaForCausalLM target, std::shared_ptr<
   if (reference)
     reference_ = std::make_unique<LowRankFamily>(
         target_, std::vector<MemberDeltas>{MemberDeltas{}, std::move(*reference)});
+}
+
+double SpeculativeDecoder::draft_cost_ratio() const {
+  const auto target = reference_ ? reference_->parameters_read_per_token()
+                                 : target_->config().num_parameters_read_per_token();
+  return static_cast<double>(drafts_->parameters_read_per_token()) / static_cast<double>(target);
 }
 
 SpeculativeDecoder::Result SpeculativeDecoder::generate(const std::vector<int64_t>& prompt,

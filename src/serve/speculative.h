@@ -24,6 +24,7 @@
 #include "family/low_rank_family.h"
 #include "model/llama.h"
 #include "model/sampling.h"
+#include "serve/gamma.h"
 #include "serve/policy.h"
 
 namespace drafteu::serve {
@@ -34,12 +35,6 @@ struct Proposer {
   int64_t index = 0;
   static Proposer parse(const std::string& text);  // "mixture" | "0" | "1" | ...
   std::string name() const;
-};
-
-struct GammaSchedule {
-  int64_t initial = 4, min = 1, max = 8;
-  bool adaptive = true;  // +1 after a fully accepted round, -1 after a rejection
-  void validate() const;
 };
 
 struct SpeculativeOptions {
@@ -101,6 +96,8 @@ class SpeculativeDecoder {
   Family& drafts() { return *drafts_; }
   bool has_reference_adapter() const { return reference_ != nullptr; }
   int64_t num_drafts() const { return drafts_->size(); }
+  // Weights a draft step reads over those a verification reads (cost-aware γ's default c).
+  double draft_cost_ratio() const;
 
  private:
   friend class SpeculativeBatch;

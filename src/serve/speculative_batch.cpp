@@ -58,14 +58,15 @@ std::pair<torch::Tensor, torch::Tensor> pad_batch(const std::vector<std::vector<
 }  // namespace
 
 struct SpeculativeBatch::Row {
-  Row(uint64_t id_, const std::vector<int64_t>& prompt, SpeculativeOptions o, TokenCallback cb)
+  Row(uint64_t id_, const std::vector<int64_t>& prompt, SpeculativeOptions o, TokenCallback cb,
+      double draft_cost_ratio)
       : id(id_),
         opt(std::move(o)),
         on_token(std::move(cb)),
         sampler(opt.seed),
         seq(prompt),
         prompt_len(static_cast<int64_t>(prompt.size())),
-        gamma(opt.gamma.initial),
+        gamma(opt.gamma, draft_cost_ratio),
         monitor(opt.policy) {}
 
   uint64_t id;
@@ -75,7 +76,7 @@ struct SpeculativeBatch::Row {
   std::vector<int64_t> seq;  // prompt and every decided token
   int64_t prompt_len;
   int64_t draft_fed = 0;  // leading tokens of seq the draft cache holds (the target's: all but 1)
-  int64_t gamma;
+  GammaController gamma;
   std::vector<SpecToken> tokens;
   SequenceMonitor monitor;
   SpecStats stats;
@@ -120,7 +121,8 @@ uint64_t SpeculativeBatch::add(const std::vector<int64_t>& prompt, SpeculativeOp
          dec_.num_drafts(), " drafts)");
   options.gamma.validate();
   options.policy.validate();
-  joining_.emplace_back(next_id_, prompt, std::move(options), std::move(on_token));
+  joining_.emplace_back(next_id_, prompt, std::move(options), std::move(on_token),
+                        dec_.draft_cost_ratio());
   return next_id_++;
 }
 
@@ -135,7 +137,7 @@ const std::vector<int64_t>& SpeculativeBatch::sequence(uint64_t id) const {
 }
 
 int64_t SpeculativeBatch::gamma(uint64_t id) const {
-  return row(id).gamma;
+  return row(id).gamma.gamma();
 }
 
 int64_t SpeculativeBatch::row_of(uint64_t id) const {
@@ -345,6 +347,7 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
       if (rows_.empty()) return done;
       if (kept.defined()) first = first.index_select(1, kept.to(first.device()));
     }
+    sw.lap();  // the records' time is charged by emit()
   }
   const auto b = static_cast<int64_t>(rows_.size());
   auto cur = first.select(2, first.size(2) - 1);  // [K, B, V]: each row's next position
@@ -352,7 +355,7 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
   // 2. Proposals: row r draws g_r of them; draft step i + 1 feeds proposal i where it is needed.
   int64_t big_g = 1;
   for (auto& r : rows_) {
-    r.g = std::max<int64_t>(1, std::min(r.gamma, r.remaining()));
+    r.g = std::max<int64_t>(1, std::min(r.gamma.gamma(), r.remaining()));
     r.proposals.clear(), r.dists.clear(), r.q.clear();
     big_g = std::max(big_g, r.g);
   }
@@ -390,9 +393,7 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
     ++r.stats.rounds;
     r.stats.proposed += r.g;
     r.stats.accepted += n;
-    if (r.opt.gamma.adaptive)
-      r.gamma = n == r.g ? std::min(r.gamma + 1, r.opt.gamma.max)
-                         : std::max(r.gamma - 1, r.opt.gamma.min);
+    r.gamma.update(r.g, n);
 
     // Roll back: each cache keeps this row's accepted text; the new token is not fed yet.
     const auto len = static_cast<int64_t>(r.seq.size());
