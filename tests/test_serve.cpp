@@ -314,10 +314,12 @@ TEST(Speculative, GreedyEqualsTargetAndRecordsMatchDirectComputation) {
   EXPECT_GT(est.eu_hat.max().item<double>(), 0.0);
 }
 
-// The valid (unmasked) positions of batch row `row` in a cache layer: [Hkv·members, n, hd].
-torch::Tensor valid_positions(const torch::Tensor& layer, const KVCache& cache, int64_t row) {
+// The valid (unmasked) positions of batch row `row` in a cache layer: [Hkv, n, hd]. An expanded
+// layer holds member-major tiles of the batch rows: member m's row is at m * B + row.
+torch::Tensor valid_positions(const torch::Tensor& layer, const KVCache& cache, int64_t row,
+                              int64_t member = 0) {
   auto keep = cache.key_mask()[row].nonzero().view({-1});
-  return layer[row].index_select(1, keep);
+  return layer[member * cache.key_mask().size(0) + row].index_select(1, keep);
 }
 
 // Several sequences decoded together (joining at different rounds, with different prompts,
@@ -391,15 +393,10 @@ TEST(Speculative, BatchedRowsMatchAloneAndCachesMatchFreshDecode) {
         expect_close(valid_positions(tc.values(l), tc, row), fresh.values(l)[0], 1e-5,
                      "target values, " + what);
       }
-      // The draft family's layers hold K member-major tiles of the batch rows.
-      const int64_t b = dc.key_mask().size(0), k = st.drafts->size();
       for (int64_t l = 0; l < layers && d_fed > 0; ++l)
-        for (int64_t m = 0; m < k; ++m) {
-          auto keep = dc.key_mask()[row].nonzero().view({-1});
-          auto got = dc.keys(l)[m * b + row].index_select(1, keep);
-          expect_close(got, dfresh.at(0).keys(l)[m], 1e-5,
+        for (int64_t m = 0; m < st.drafts->size(); ++m)
+          expect_close(valid_positions(dc.keys(l), dc, row, m), dfresh.at(0).keys(l)[m], 1e-5,
                        "draft keys, member " + std::to_string(m) + ", case " + std::to_string(i));
-        }
     }
     max_rows = std::max(max_rows, rows);
     checked += rows;

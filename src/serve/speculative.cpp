@@ -1,9 +1,5 @@
 #include "serve/speculative.h"
 
-#include <algorithm>
-#include <chrono>
-#include <cmath>
-
 #include "serve/speculative_batch.h"
 #include "util/error.h"
 

@@ -126,18 +126,8 @@ uint64_t SpeculativeBatch::add(const std::vector<int64_t>& prompt, SpeculativeOp
   return next_id_++;
 }
 
-const SpeculativeBatch::Row& SpeculativeBatch::row(uint64_t id) const {
-  for (const auto& r : rows_)
-    if (r.id == id) return r;
-  fail("speculative: sequence ", id, " is not decoding");
-}
-
 const std::vector<int64_t>& SpeculativeBatch::sequence(uint64_t id) const {
-  return row(id).seq;
-}
-
-int64_t SpeculativeBatch::gamma(uint64_t id) const {
-  return row(id).gamma.gamma();
+  return rows_[static_cast<size_t>(row_of(id))].seq;
 }
 
 int64_t SpeculativeBatch::row_of(uint64_t id) const {

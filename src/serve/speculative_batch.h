@@ -54,7 +54,6 @@ class SpeculativeBatch {
   // its record included), its batch row, and the caches (the target's: member 0 with an adapter).
   const std::vector<int64_t>& sequence(uint64_t id) const;
   int64_t row_of(uint64_t id) const;
-  int64_t gamma(uint64_t id) const;
   const KVCache& target_cache() const { return target_cache_.at(0); }
   const FamilyCache& draft_cache() const { return draft_cache_; }
 
@@ -73,7 +72,6 @@ class SpeculativeBatch {
   void emit(std::vector<Emission>& emissions);
   void emit_one(Row& row, SpecToken tok);
   void drop_finished(std::vector<Finished>& done, torch::Tensor* kept);
-  const Row& row(uint64_t id) const;
 
   SpeculativeDecoder& dec_;
   std::vector<Row> rows_, joining_;
