@@ -319,6 +319,135 @@ TEST(GenData, ResumeAfterKillGivesSameLinesWithoutDuplicates) {
   EXPECT_EQ(generate_data(target, c, dir / "full.jsonl").written, 0);  // nothing left to do
 }
 
+// ---------------------------------------------------------------- OSD teachers (B.1)
+
+bool same_deltas(const MemberDeltas& a, const MemberDeltas& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [name, t] : a) {
+    const auto it = b.find(name);
+    if (it == b.end() || !torch::equal(t.a, it->second.a) || !torch::equal(t.b, it->second.b) ||
+        t.scale != it->second.scale)
+      return false;
+  }
+  return true;
+}
+
+TEST(Osd, FamilyTeachersAreTheFamilysMembersSampledTwoAtATime) {
+  auto target = tiny_model(4);
+  OsdConfig osd;  // the default follows B.1: teachers from the M fixed members, N_teacher = 2
+  ASSERT_EQ(osd.teachers, "family");
+  osd.teacher_noise.seed = 77;
+  osd.teacher_noise.rank = 2;
+  osd.family_members = 3;
+  const NoiseSampler family(*target, osd.teacher_noise);
+  std::vector<int> used(3, 0);
+  for (int64_t step = 0; step < 12; ++step)
+    for (int64_t micro = 0; micro < 2; ++micro) {
+      const StepContext ctx{5, step, micro};
+      const auto idx = osd_teacher_members(osd, ctx);
+      ASSERT_EQ(idx.size(), 2u);
+      EXPECT_NE(idx[0], idx[1]);
+      const auto teachers = osd_teachers(*target, osd, ctx);
+      ASSERT_EQ(teachers.size(), 2u);
+      for (size_t k = 0; k < 2; ++k) {
+        ASSERT_TRUE(idx[k] >= 0 && idx[k] < 3);
+        ++used[static_cast<size_t>(idx[k])];
+        // Seed identity: teacher k is family member idx[k], drawn from (family seed, idx[k]).
+        EXPECT_TRUE(same_deltas(teachers[k], family.member(idx[k]))) << step << " " << micro;
+      }
+      EXPECT_EQ(osd_teacher_members(osd, ctx), idx) << "a function of (seed, step, micro)";
+    }
+  for (int u : used) EXPECT_GT(u, 0) << "every member teaches";
+
+  osd.teachers = "posterior";  // fresh draws: never one of the family's members
+  const auto fresh = osd_teachers(*target, osd, StepContext{5, 0, 0});
+  ASSERT_EQ(fresh.size(), 2u);
+  for (const auto& t : fresh)
+    for (int64_t m = 0; m < 3; ++m) EXPECT_FALSE(same_deltas(t, family.member(m)));
+
+  osd.teachers = "family";
+  osd.n_teachers = 4;
+  EXPECT_THROW(osd.validate("osd"), Error);
+}
+
+TEST(Noise, RelativeSigmaIsTheNormRatioOfEveryModule) {
+  auto target = tiny_model(6);
+  NoiseConfig n = NoiseConfig::target_family(3);
+  n.relative = true;
+  n.sigma = 0.2;
+  n.rank = 4;
+  const NoiseSampler sampler(*target, n);
+  double sum = 0;
+  int count = 0;
+  for (int64_t m = 0; m < 8; ++m)
+    for (const auto& [name, term] : sampler.member(m)) {
+      const auto& w = target->linear(name).weight;
+      // Entries of B·A are sums of r products of unit normals: E‖B·A‖²_F = out·in·r, so
+      // E‖ΔW‖²_F = sigma²·rms(W)²·out·in = sigma²·‖W‖²_F.
+      sum += (term.delta_weight().square().sum() / w.square().sum()).item<double>();
+      ++count;
+    }
+  EXPECT_NEAR(sum / count, 0.2 * 0.2, 0.15 * 0.04) << count << " modules";
+}
+
+// ---------------------------------------------------------------- the paper's hyper-parameters
+
+// Every default against the paper's Tables 7-10 (values typed from the tables, B.1-B.4).
+void expect_lora(const LoraConfig& l, std::vector<std::string> modules, const char* table) {
+  EXPECT_EQ(l.r, 16) << table;
+  EXPECT_DOUBLE_EQ(l.alpha, 32.0) << table;
+  EXPECT_DOUBLE_EQ(l.dropout, 0.1) << table;
+  EXPECT_EQ(l.target_modules, modules) << table;
+}
+void expect_train(const TrainConfig& t, double lr, int64_t batch, int64_t accum, double epochs,
+                  double wd, const char* table) {
+  EXPECT_DOUBLE_EQ(t.lr, lr) << table;
+  EXPECT_EQ(t.batch_size, batch) << table;
+  EXPECT_EQ(t.grad_accum, accum) << table;
+  EXPECT_DOUBLE_EQ(t.epochs, epochs) << table;
+  EXPECT_DOUBLE_EQ(t.weight_decay, wd) << table;
+}
+
+TEST(Defaults, EqualThePapersTables7To10) {
+  const std::vector<std::string> qv{"q_proj", "v_proj"};
+  const std::vector<std::string> seven{"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                       "gate_proj", "up_proj", "down_proj"};
+  // Table 7: p_mix.
+  const OsdConfig osd;
+  expect_lora(osd.lora, qv, "Table 7");
+  expect_train(OsdConfig::default_train(), 3e-4, 8, 8, 12, 0.01, "Table 7");
+  EXPECT_DOUBLE_EQ(OsdConfig::default_train().schedule.warmup_ratio, 0.1);
+  EXPECT_EQ(osd.n_teachers, 2);
+  EXPECT_DOUBLE_EQ(osd.teacher_noise.sigma, 0.1);  // B.1: N(0, 0.1), as the target family
+  // Table 8: IDD, DDD, FDD.
+  const DraftFamilyConfig fam;
+  expect_lora(fam.lora, seven, "Table 8");
+  expect_train(DraftFamilyConfig::default_train(), 7e-5, 8, 2, 1, 0.0, "Table 8");
+  EXPECT_EQ(DraftFamilyConfig::default_train().schedule.warmup_steps, 150);
+  EXPECT_DOUBLE_EQ(fam.init_noise.sigma, 0.5);  // B.2: N(0, 0.5)
+  // Table 9: GKD.
+  const GkdConfig gkd;
+  expect_lora(gkd.lora, seven, "Table 9");
+  expect_train(GkdConfig::default_train(), 7e-5, 8, 2, 1, 0.0, "Table 9");
+  EXPECT_EQ(GkdConfig::default_train().schedule.warmup_steps, 150);
+  EXPECT_EQ(GkdConfig::default_train().schedule.kind, "cosine");
+  EXPECT_EQ(gkd.on_policy.max_new_tokens, 400);
+  EXPECT_DOUBLE_EQ(gkd.on_policy.sampling.temperature, 1.0);
+  EXPECT_DOUBLE_EQ(gkd.on_policy.sampling.top_p, 1.0);
+  EXPECT_DOUBLE_EQ(gkd.lambda, 0.5);
+  EXPECT_DOUBLE_EQ(gkd.beta, 0.5);
+  // Table 10: MiniLLM.
+  const MiniLLMConfig mini;
+  expect_lora(mini.lora, seven, "Table 10");
+  expect_train(MiniLLMConfig::default_train(), 7e-5, 8, 2, 1, 0.0, "Table 10");
+  EXPECT_EQ(MiniLLMConfig::default_train().schedule.warmup_steps, 150);
+  EXPECT_EQ(MiniLLMConfig::default_train().schedule.kind, "cosine");
+  EXPECT_EQ(mini.on_policy.generations, 4);
+  EXPECT_EQ(mini.on_policy.max_new_tokens, 400);
+  EXPECT_DOUBLE_EQ(mini.on_policy.sampling.temperature, 1.0);
+  EXPECT_DOUBLE_EQ(mini.on_policy.sampling.top_p, 1.0);
+}
+
 // ---------------------------------------------------------------- training loop
 
 TEST(Trainer, ResumeFromCheckpointIsBitIdentical) {

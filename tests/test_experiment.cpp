@@ -5,9 +5,12 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <map>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "distill/data.h"
 #include "eval/experiment_config.h"
 #include "model/config.h"
 #include "test_errors.h"
@@ -26,7 +29,7 @@ TEST(ExperimentConfig, PresetsParseAndOverridesApply) {
     const auto c = experiment_config_from_json(json::object(), name, "test");
     EXPECT_EQ(c.preset, name);
     EXPECT_EQ(c.members, 3);
-    EXPECT_DOUBLE_EQ(c.sigma, 0.1);
+    EXPECT_DOUBLE_EQ(c.sigma, 0.2);
   }
   const auto c =
       experiment_config_from_json({{"fidelity", {{"trials", 2}}}, {"seed", 9}}, "quick", "f");
@@ -106,6 +109,91 @@ void expect_finite(const json& j, const std::string& key, const std::string& whe
   EXPECT_TRUE(std::isfinite(j[key].get<double>())) << where << "." << key;
 }
 
+const json& step_of(const json& r, const std::string& name) {
+  for (const auto& s : r["steps"])
+    if (s["step"] == name) return s;
+  ADD_FAILURE() << "no step " << name;
+  static const json none = json::object();
+  return none;
+}
+
+double auroc_of(const std::vector<double>& score, const std::vector<int>& positive) {
+  double pairs = 0, wins = 0;  // P(score of a positive > score of a negative), ties half
+  for (size_t i = 0; i < score.size(); ++i)
+    for (size_t j = 0; j < score.size(); ++j)
+      if (positive[i] && !positive[j]) {
+        pairs += 1;
+        wins += score[i] > score[j] ? 1.0 : score[i] == score[j] ? 0.5 : 0.0;
+      }
+  return pairs > 0 ? wins / pairs : std::nan("");
+}
+
+// Wiring the tiny run's numbers cannot hide: each check fails if a model or a score is swapped.
+void expect_wiring(const json& r, const fs::path& out) {
+  const uint64_t seed = r["config"]["seed"].get<uint64_t>();
+  // Draft (s, m) of the DDD pool learnt from member m of the truth's family on partition s only.
+  const auto samples = distill::read_samples(
+      fs::path(step_of(r, "data-drafts")["dir"].get<std::string>()) / "data.jsonl");
+  std::vector<int64_t> prompts;
+  for (const auto& x : samples) prompts.push_back(x.prompt_index);
+  std::sort(prompts.begin(), prompts.end());
+  prompts.erase(std::unique(prompts.begin(), prompts.end()), prompts.end());
+  const fs::path pool = step_of(r, "drafts-ddd")["dir"].get<std::string>();
+  int drafts = 0;
+  for (int64_t s = 0; s < 3; ++s)
+    for (int64_t m = 0; m < 3; ++m, ++drafts) {
+      const fs::path d = pool / ("draft-s" + std::to_string(s) + "-m" + std::to_string(m));
+      const json desc = json::parse(read_text_file(d / "draft.json"));
+      EXPECT_EQ(desc["split"], s);
+      EXPECT_EQ(desc["member"], m);
+      EXPECT_EQ(desc["teacher"], "member");
+      EXPECT_EQ(desc["teacher_noise"]["seed"].get<uint64_t>(), seed) << "the truth's family";
+      EXPECT_EQ(desc["teacher_noise"]["sigma"], r["config"]["family"]["sigma"]);
+      const auto part = distill::prompt_partition(prompts, 3, s, seed);
+      const json manifest = json::parse(read_text_file(d / "manifest.json"));
+      ASSERT_FALSE(manifest["prompts_seen"].empty()) << d;
+      for (const auto& p : manifest["prompts_seen"])
+        EXPECT_TRUE(std::binary_search(part.begin(), part.end(), p.get<int64_t>()))
+            << d << " saw prompt " << p << " outside partition " << s;
+    }
+  EXPECT_EQ(drafts, 9);
+  // p_mix's data came from the three members, in equal parts.
+  const auto proxy_samples = distill::read_samples(
+      fs::path(step_of(r, "data-proxy")["dir"].get<std::string>()) / "data.jsonl");
+  std::map<int64_t, size_t> per_member;
+  for (const auto& x : proxy_samples) ++per_member[x.member];
+  ASSERT_EQ(per_member.size(), 3u);
+  EXPECT_EQ(per_member[0], per_member[1]);
+  EXPECT_EQ(per_member[1], per_member[2]);
+  // The detection score is the configured aggregate (mean) of DDD's per-token EU: the logistic
+  // map is monotone, so its AUROC is that of the raw score or of its negation.
+  std::vector<double> mean_eu, max_eu;
+  std::vector<int> wrong;
+  std::istringstream in(read_text_file(out / "tokens_detection.jsonl"));
+  std::string line;
+  while (std::getline(in, line)) {
+    const json a = json::parse(line);
+    if (a["set"] != 0 || a["split"] != "test") continue;
+    const auto eu = a["eu"]["ddd"].get<std::vector<double>>();
+    double sum = 0, top = -1;
+    for (double v : eu) sum += v, top = std::max(top, v);
+    mean_eu.push_back(sum / static_cast<double>(eu.size()));
+    max_eu.push_back(top);
+    wrong.push_back(a["correct"].get<bool>() ? 0 : 1);
+  }
+  const json& reported = r["detection"]["ddd"]["sets"][0]["auroc"];
+  const double a = auroc_of(mean_eu, wrong);
+  if (reported.is_number() && std::isfinite(a)) {
+    const double got = reported.get<double>();
+    EXPECT_TRUE(std::abs(got - a) < 1e-9 || std::abs(got - (1 - a)) < 1e-9)
+        << "reported " << got << ", mean-EU AUROC " << a << ", max-EU AUROC "
+        << auroc_of(max_eu, wrong);
+  }
+  EXPECT_EQ(r["detection"]["ddd"]["sets"][0]["model"]["feature"][0], "eu_mean");
+  // TokUR at K = 3 and K = 10 are two families; p_mix is not the target.
+  EXPECT_NE(r["proxy"]["pmix"]["k3"]["runs"], r["proxy"]["orig"]["k3"]["runs"]);
+}
+
 double run_tiny(const fs::path& out, const fs::path& work, test::CommandResult* result) {
   const auto t0 = std::chrono::steady_clock::now();
   *result =
@@ -150,13 +238,26 @@ TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
       for (const char* k : {"flops_per_token", "seconds_per_token"}) expect_finite(j, k, m);
   for (const char* k : {"target_accuracy", "draft_accuracy"})
     expect_finite(r["testbed"], k, "testbed");
+  for (const char* m : {"untrained", "gkd", "minillm", "idd", "fdd", "ddd_2x3", "only_6"})
+    for (const char* k : {"rmse_mean", "spearman_mean", "ccc_mean"})
+      expect_finite(r["eu_fidelity_k6"][m], k, std::string("k6.") + m);
+  for (const char* k : {"true_eu_mean", "draft_kl_to_target", "target_accuracy"})
+    expect_finite(r["regime"], k, "regime");
+  EXPECT_EQ(r["regime"]["member_accuracy"].size(), 3u);
+  EXPECT_EQ(r["regime"]["delta_rel"].size(), 7u) << "all seven modules perturbed";
+  for (const auto& [m, v] : r["regime"]["delta_rel"].items())  // relative sigma 0.2
+    EXPECT_NEAR(v.get<double>(), 0.2, 0.08) << m;
+  for (const char* m : {"ddd", "untrained", "tokur", "tokur_k10"})
+    ASSERT_TRUE(r["detection"].contains(m)) << m;
+  expect_wiring(r, out);
   EXPECT_NE(first.out.find("EU fidelity"), std::string::npos) << "summary printed at the end";
 
   // Rerun: every step reused, same numbers, much faster.
   const double t2 = run_tiny(out, work, &second);
   ASSERT_EQ(second.exit_code, 0) << second.err;
   const json r2 = json::parse(read_text_file(out / "results.json"));
-  for (const char* k : {"eu_fidelity", "proxy", "detection", "cost", "testbed"})
+  for (const char* k :
+       {"eu_fidelity", "eu_fidelity_k6", "regime", "proxy", "detection", "cost", "testbed"})
     EXPECT_EQ(r2[k], r[k]) << k;
   for (const auto& s : r2["steps"]) EXPECT_TRUE(s["reused"].get<bool>()) << s.dump();
   EXPECT_LT(t2, t1 / 3) << "first " << t1 << " s, rerun " << t2 << " s";

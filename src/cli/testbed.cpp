@@ -35,6 +35,9 @@ void add_testbed_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--dtype", *dtype,
                   "pretraining compute: f32 | bf16 (autocast) | auto (bf16 if the CPU has it)")
       ->check(CLI::IsMember({"f32", "bf16", "auto"}));
+  cmd->add_flag("!--draft-from-scratch", o->drafts[0].distill_from_target,
+                "train the draft beside the target from scratch (default: distilled from the "
+                "trained target's logits)");
   cmd->add_flag("!--full-text-loss", o->target_train.answer_only,
                 "train the target on question tokens too (default: answer tokens only)");
   cmd->callback([o, out, hidden, dtype] {

@@ -124,13 +124,14 @@ json to_json(const NoiseConfig& c) {
             {"per_token", c.per_token},
             {"keep_unperturbed", c.keep_unperturbed}};
   if (c.alpha) j["alpha"] = *c.alpha;
+  if (c.relative) j["relative"] = true;
   return j;
 }
 
 NoiseConfig noise_config_from_json(const json& j, const std::string& source, NoiseConfig c) {
   check_fields(j, source,
                {"kind", "target_modules", "rank", "sigma", "alpha", "seed", "per_token",
-                "keep_unperturbed"});
+                "keep_unperturbed", "relative"});
   if (j.contains("kind")) {
     std::string kind;
     take(j, "kind", kind, source);
@@ -147,6 +148,7 @@ NoiseConfig noise_config_from_json(const json& j, const std::string& source, Noi
   take(j, "seed", c.seed, source);
   take(j, "per_token", c.per_token, source);
   take(j, "keep_unperturbed", c.keep_unperturbed, source);
+  take(j, "relative", c.relative, source);
   try {
     c.validate();
   } catch (const Error& e) {
@@ -174,6 +176,8 @@ OnPolicyConfig on_policy_config_from_json(const json& j, const std::string& sour
 json to_json(const OsdConfig& c) {
   return {{"lora", to_json(c.lora)},
           {"teacher_noise", to_json(c.teacher_noise)},
+          {"teachers", c.teachers},
+          {"family_members", c.family_members},
           {"n_teachers", c.n_teachers}};
 }
 

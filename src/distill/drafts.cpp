@@ -42,7 +42,7 @@ LoraConfig DraftFamilyConfig::default_lora() {
 
 TrainConfig DraftFamilyConfig::default_train() {
   TrainConfig t;
-  t.lr = 7e-5, t.weight_decay = 0.01;
+  t.lr = 7e-5, t.weight_decay = 0.0;
   t.schedule.kind = "linear", t.schedule.warmup_steps = 150;
   t.batch_size = 8, t.grad_accum = 2, t.epochs = 1;
   return t;

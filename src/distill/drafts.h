@@ -38,7 +38,7 @@ struct DraftFamilyConfig {
   static LoraConfig
   default_lora();  // Table 8: all seven linear modules, r 16, alpha 32, dropout 0.1
   static TrainConfig
-  default_train();  // Table 8: lr 7e-5, warmup 150 steps, batch 8, accum 2, 1 epoch
+  default_train();  // Table 8: lr 7e-5, weight decay 0, warmup 150 steps, batch 8, accum 2, 1 epoch
   void validate(const std::string& source) const;
 };
 

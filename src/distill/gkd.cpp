@@ -3,14 +3,25 @@
 #include <random>
 
 #include "distill/config.h"
+#include "distill/drafts.h"
 #include "distill/losses.h"
 #include "family/seeding.h"
 #include "util/error.h"
 
 namespace drafteu::distill {
 
+OnPolicyConfig GkdConfig::default_on_policy() {
+  OnPolicyConfig c;
+  c.max_new_tokens = 400;
+  return c;
+}
+
+LoraConfig GkdConfig::default_lora() {
+  return DraftFamilyConfig::default_lora();
+}
+
 TrainConfig GkdConfig::default_train() {
-  auto t = TrainConfig();
+  auto t = DraftFamilyConfig::default_train();
   t.schedule.kind = "cosine";
   return t;
 }

@@ -11,10 +11,13 @@ namespace drafteu::distill {
 struct GkdConfig {
   double lambda = 0.5;  // on-policy fraction
   double beta = 0.5;
-  OnPolicyConfig on_policy;
-  LoraConfig lora;
+  OnPolicyConfig on_policy = default_on_policy();
+  LoraConfig lora = default_lora();
 
-  static TrainConfig default_train();  // Table 9: cosine schedule
+  static OnPolicyConfig default_on_policy();  // Table 9: temperature 1, top-p 1, 400 new tokens
+  static LoraConfig
+  default_lora();  // Table 9: all seven linear modules, r 16, alpha 32, dropout 0.1
+  static TrainConfig default_train();  // Table 9: Table 8's settings with a cosine schedule
   void validate(const std::string& source) const;
 };
 

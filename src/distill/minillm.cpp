@@ -1,6 +1,7 @@
 #include "distill/minillm.h"
 
 #include "distill/config.h"
+#include "distill/drafts.h"
 #include "distill/losses.h"
 #include "family/seeding.h"
 #include "util/error.h"
@@ -14,8 +15,12 @@ OnPolicyConfig MiniLLMConfig::default_on_policy() {
   return c;
 }
 
+LoraConfig MiniLLMConfig::default_lora() {
+  return DraftFamilyConfig::default_lora();
+}
+
 TrainConfig MiniLLMConfig::default_train() {
-  auto t = TrainConfig();
+  auto t = DraftFamilyConfig::default_train();
   t.schedule.kind = "cosine";
   return t;
 }

@@ -10,10 +10,12 @@ namespace drafteu::distill {
 
 struct MiniLLMConfig {
   OnPolicyConfig on_policy = default_on_policy();
-  LoraConfig lora;
+  LoraConfig lora = default_lora();
 
-  static OnPolicyConfig default_on_policy();  // 4 generations, max completion 400
-  static TrainConfig default_train();         // cosine schedule
+  static OnPolicyConfig default_on_policy();  // Table 10: 4 generations, max completion 400
+  static LoraConfig
+  default_lora();  // Table 10: all seven linear modules, r 16, alpha 32, dropout 0.1
+  static TrainConfig default_train();  // Table 10: Table 8's settings with a cosine schedule
   void validate(const std::string& source) const;
 };
 

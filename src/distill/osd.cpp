@@ -27,11 +27,37 @@ void OsdConfig::validate(const std::string& source) const {
   lora.validate(source + " lora");
   teacher_noise.validate();
   if (n_teachers < 1) fail(source, ": n_teachers must be >= 1");
+  if (teachers != "family" && teachers != "posterior")
+    fail(source, ": teachers must be 'family' or 'posterior', got '", teachers, "'");
+  if (teachers == "family" && (family_members < 1 || n_teachers > family_members))
+    fail(source, ": n_teachers (", n_teachers, ") must lie in [1, family_members (", family_members,
+         ")]");
+}
+
+std::vector<int64_t> osd_teacher_members(const OsdConfig& config, const StepContext& ctx) {
+  // A partial Fisher-Yates shuffle of 0..M-1 with draws from a generator of (seed, step, micro).
+  std::vector<int64_t> idx(static_cast<size_t>(config.family_members));
+  for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int64_t>(i);
+  uint64_t state = mix_seed(
+      {ctx.seed, static_cast<uint64_t>(ctx.step), static_cast<uint64_t>(ctx.micro), 0x05e});
+  for (size_t i = 0; i < static_cast<size_t>(config.n_teachers); ++i) {
+    state = mix_seed({state, i});
+    const size_t j = i + static_cast<size_t>(state % (idx.size() - i));
+    std::swap(idx[i], idx[j]);
+  }
+  idx.resize(static_cast<size_t>(config.n_teachers));
+  return idx;
 }
 
 std::vector<MemberDeltas> osd_teachers(LlamaForCausalLMImpl& target, const OsdConfig& config,
                                        const StepContext& ctx) {
   auto noise = config.teacher_noise;
+  if (config.teachers == "family") {
+    const NoiseSampler sampler(target, noise);
+    std::vector<MemberDeltas> out;
+    for (auto m : osd_teacher_members(config, ctx)) out.push_back(sampler.member(m));
+    return out;
+  }
   noise.seed = mix_seed(
       {ctx.seed, static_cast<uint64_t>(ctx.step), static_cast<uint64_t>(ctx.micro), 0x05d});
   return NoiseSampler(target, noise).members(config.n_teachers);

@@ -1,8 +1,12 @@
-// Online Stochastic Distillation (§3.4): p_mix, the proxy of the target family's mean, is the
-// target plus a LoRA trained against fresh noisy teachers. Every micro-batch draws N_teacher new
-// members of the target's noise distribution (σ 0.1, seeded by (run seed, step, micro-batch)) and
-// minimises mean_k KL(p_k ‖ p_student) per response token; the minimiser is the teachers'
-// arithmetic mean, so over training the student tracks the family's mean distribution.
+// Online Stochastic Distillation (§3.4, B.1): p_mix, the proxy of the target family's mean, is the
+// target plus a LoRA trained by forward KL against sampled teachers, mean_k KL(p_k ‖ p_student) per
+// response token; the minimiser is the teachers' arithmetic mean.
+//   teachers "family"    (B.1, the default): the M fixed members of the target family (noise seed
+//                        `teacher_noise.seed`, members 0..M-1, the very members whose disagreement
+//                        is the true EU); each micro-batch samples N_teacher of them without
+//                        replacement, seeded by (run seed, step, micro-batch). p_mix learns p̄.
+//   teachers "posterior" every micro-batch draws N_teacher fresh members of the noise
+//                        distribution: p_mix learns the mean of the whole noise distribution.
 #pragma once
 #include "distill/trainer.h"
 #include "family/noise.h"
@@ -11,14 +15,19 @@ namespace drafteu::distill {
 
 struct OsdConfig {
   LoraConfig lora = default_lora();
-  NoiseConfig teacher_noise = NoiseConfig::target_family(0);  // seed replaced per micro-batch
-  int64_t n_teachers = 2;
+  NoiseConfig teacher_noise = NoiseConfig::target_family(0);
+  std::string teachers = "family";  // "family" | "posterior"
+  int64_t family_members = 3;       // M, for teachers "family"
+  int64_t n_teachers = 2;           // N_teacher per micro-batch (Table 7)
 
   static LoraConfig default_lora();    // Table 7: q_proj, v_proj, r 16, alpha 32, dropout 0.1
   static TrainConfig default_train();  // Table 7: lr 3e-4, wd 0.01, warmup 0.1, 8 x 8, 12 epochs
   void validate(const std::string& source) const;
 };
 
+// Which family members teach one micro-batch (teachers "family"): n_teachers distinct indices
+// in [0, family_members), a function of (seed, step, micro) alone.
+std::vector<int64_t> osd_teacher_members(const OsdConfig& config, const StepContext& ctx);
 // The teachers of one micro-batch.
 std::vector<MemberDeltas> osd_teachers(LlamaForCausalLMImpl& target, const OsdConfig& config,
                                        const StepContext& ctx);

@@ -10,6 +10,7 @@
 #include "eval/experiment_fidelity.h"
 #include "eval/experiment_methods.h"
 #include "eval/experiment_proxy.h"
+#include "eval/experiment_regime.h"
 #include "eval/experiment_report.h"
 #include "eval/experiment_train.h"
 #include "util/file.h"
@@ -42,6 +43,8 @@ json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::pa
     const auto step = cache.run(name, {{"common", common}, {"config", key}}, build);
     return std::pair{step.dir, json::parse(read_text_file(step.dir / "results.json"))};
   };
+  const auto [regime_dir, regime] = section("regime", {{"members", c.members}},
+                                            [&](const fs::path& d) { run_regime(c, get(), d); });
   const auto [fid_dir, fidelity] =
       section("fidelity", c.json.at("fidelity"),
               [&](const fs::path& d) { run_fidelity(c, get(), d, log); });
@@ -59,7 +62,18 @@ json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::pa
                         {"draft_accuracy", trained.draft_accuracy},
                         {"target", trained.target_dir.string()},
                         {"draft", trained.draft_dir.string()}};
-  results["eu_fidelity"] = fidelity;
+  results["eu_fidelity"] = fidelity.at("methods");
+  results["eu_fidelity_k6"] = fidelity.at("k6");
+  results["regime"] = regime;
+  results["regime"]["true_eu_mean"] = fidelity.at("true_eu_mean");
+  results["regime"]["draft_kl_to_target"] = fidelity.at("draft_kl_to_target");
+  results["regime"]["sigma"] = c.sigma;
+  results["regime"]["sigma_parametrization"] =
+      c.relative_noise ? "relative: ΔW entries ~ sigma·rms(W), ‖ΔW‖/‖W‖ ≈ sigma"
+                       : "absolute: A, B entries ~ N(0, sigma²)";
+  results["budgets"] = {{"proxy", trained.proxy_train},
+                        {"drafts", trained.draft_train},
+                        {"baselines", trained.baseline_train}};
   results["proxy"] = proxy;
   results["detection"] = detection;
   results["cost"] = cost;

@@ -20,43 +20,56 @@ const std::vector<std::string> kSevenModules{"q_proj",    "k_proj",  "v_proj",  
 
 // Every field a config may set, with the quick preset's values; other presets patch these.
 json quick_preset() {
-  return json{{"preset", "quick"},
-              {"seed", 1},
-              {"testbed",
-               {{"n_train", 3000},
-                {"n_test", 200},
-                {"difficulty", 0.0},
-                {"min_steps", 2},
-                {"max_steps", 2},
-                {"vocab", 768},
-                {"target_hidden", 96},
-                {"target_layers", 3},
-                {"target_steps", 1200},
-                {"draft_hidden", 64},
-                {"draft_layers", 2},
-                {"draft_steps", 350},
-                {"batch_size", 16},
-                {"dtype", "auto"}}},
-              {"models", {{"target", ""}, {"draft", ""}, {"gsm8k_train", ""}, {"gsm8k_test", ""}}},
-              {"family", {{"members", 3}, {"sigma", 0.1}, {"rank", 8}, {"modules", kSevenModules}}},
-              {"data", {{"prompts", 48}, {"responses", 1}, {"max_new_tokens", 96}}},
-              {"train",
-               {{"proxy_steps", 80},
-                {"draft_steps", 24},
-                {"baseline_steps", 12},
-                {"batch_size", 4},
-                {"proxy_lr", 3e-3},
-                {"draft_lr", 3e-3},
-                {"lora_rank", 8}}},
-              {"fidelity", {{"questions", 8}, {"trials", 5}, {"draft_sigma", 0.1}}},
-              {"proxy", {{"k", {3, 10}}, {"truth_members", 20}, {"runs", 5}, {"questions", 4}}},
-              {"detection",
-               {{"questions", 80},
-                {"sets", 3},
-                {"train_fraction", 0.5},
-                {"tokur_samples", 10},
-                {"ddd_method", "ddd_3x3"}}},
-              {"cost", {{"answers", 4}}}};
+  return json{
+      {"preset", "quick"},
+      {"seed", 1},
+      {"testbed",
+       {{"n_train", 3000},
+        {"n_test", 200},
+        {"difficulty", 0.0},
+        {"min_steps", 2},
+        {"max_steps", 2},
+        {"vocab", 768},
+        {"target_hidden", 96},
+        {"target_layers", 3},
+        {"target_steps", 1200},
+        {"draft_hidden", 96},
+        {"draft_layers", 2},
+        {"draft_steps", 600},
+        {"draft_distill", true},
+        {"batch_size", 16},
+        {"dtype", "auto"}}},
+      {"models", {{"target", ""}, {"draft", ""}, {"gsm8k_train", ""}, {"gsm8k_test", ""}}},
+      {"family",
+       {{"members", 3},
+        {"sigma", 0.2},
+        {"relative", true},
+        {"rank", 8},
+        {"modules", kSevenModules}}},
+      {"data",
+       {{"prompts", 48}, {"proxy_answers", 5}, {"draft_answers", 4}, {"max_new_tokens", 96}}},
+      {"train",
+       {{"proxy_steps", 80},
+        {"osd_teachers", "family"},
+        {"draft_steps", 24},
+        {"pool_splits", 3},
+        {"init_sigma", 0.5},
+        {"baseline_steps", 12},
+        {"batch_size", 4},
+        {"proxy_lr", 3e-3},
+        {"draft_lr", 3e-3},
+        {"lora_rank", 16}}},
+      {"fidelity", {{"questions", 8}, {"trials", 5}, {"draft_sigma", 0.1}}},
+      {"proxy", {{"k", {3, 10}}, {"truth_members", 20}, {"runs", 5}, {"questions", 4}}},
+      {"detection",
+       {{"questions", 80},
+        {"sets", 3},
+        {"train_fraction", 0.5},
+        {"tokur_samples", 3},
+        {"tokur_extra_samples", 10},
+        {"aggregate", "mean"},
+        {"ddd_method", "ddd_2x3"}}},
+      {"cost", {{"answers", 4}}}};
 }
 
 json patch_for(const std::string& name) {
@@ -82,13 +95,13 @@ json patch_for(const std::string& name) {
         {"cost", {{"answers", 2}}}};
   if (name == "full")
     return json{
-        {"testbed", {{"n_train", 6000}, {"n_test", 300}}},
-        {"data", {{"prompts", 160}, {"responses", 2}, {"max_new_tokens", 128}}},
+        {"testbed", {{"n_train", 6000}, {"n_test", 320}}},
+        {"data", {{"prompts", 160}, {"max_new_tokens", 128}}},
         {"train",
          {{"proxy_steps", 200}, {"draft_steps", 60}, {"baseline_steps", 30}, {"batch_size", 8}}},
         {"fidelity", {{"questions", 24}}},
         {"proxy", {{"questions", 8}}},
-        {"detection", {{"questions", 240}}},
+        {"detection", {{"questions", 300}}},
         {"cost", {{"answers", 8}}}};
   fail("experiment: unknown preset '", name, "' (known: tiny, quick, full)");
 }
@@ -233,6 +246,7 @@ ExperimentConfig experiment_config_from_json(const json& overrides, const std::s
   tb.drafts[0].train.steps = r.positive("testbed.draft_steps");
   tb.drafts[0].train.batch_size = r.positive("testbed.batch_size");
   tb.drafts[0].train.warmup = std::min<int64_t>(50, tb.drafts[0].train.steps / 10);
+  tb.drafts[0].distill_from_target = r.get<bool>("testbed.draft_distill");
   tb.target_train.dtype = tb.drafts[0].train.dtype =
       parse_compute_dtype(r.get<std::string>("testbed.dtype"), source + ": testbed.dtype");
   c.target_model = r.get<std::string>("models.target");
@@ -241,14 +255,22 @@ ExperimentConfig experiment_config_from_json(const json& overrides, const std::s
   c.gsm8k_test = r.get<std::string>("models.gsm8k_test");
   c.members = r.positive("family.members");
   c.sigma = r.number("family.sigma", 0, 10);
+  c.relative_noise = r.get<bool>("family.relative");
   c.noise_rank = r.positive("family.rank");
   c.noise_modules = r.get<std::vector<std::string>>("family.modules");
   c.data_prompts = r.positive("data.prompts");
-  c.data_responses = r.positive("data.responses");
+  c.proxy_answers = r.positive("data.proxy_answers");
+  c.draft_answers = r.positive("data.draft_answers");
   c.max_new_tokens = r.positive("data.max_new_tokens");
   c.proxy_steps = r.positive("train.proxy_steps");
   c.draft_steps = r.positive("train.draft_steps");
   c.baseline_steps = r.positive("train.baseline_steps");
+  c.osd_teachers = r.get<std::string>("train.osd_teachers");
+  if (c.osd_teachers != "family" && c.osd_teachers != "posterior")
+    fail(source, ": field 'train.osd_teachers' must be 'family' or 'posterior' (got '",
+         c.osd_teachers, "')");
+  c.pool_splits = r.positive("train.pool_splits");
+  c.init_sigma = r.number("train.init_sigma", 0, 10);
   c.batch_size = r.positive("train.batch_size");
   c.proxy_lr = r.number("train.proxy_lr", 0, 1);
   c.draft_lr = r.number("train.draft_lr", 0, 1);
@@ -264,12 +286,20 @@ ExperimentConfig experiment_config_from_json(const json& overrides, const std::s
   c.detection_sets = r.positive("detection.sets");
   c.train_fraction = r.number("detection.train_fraction", 0.05, 0.95);
   c.tokur_samples = r.positive("detection.tokur_samples");
+  c.tokur_extra_samples = r.positive("detection.tokur_extra_samples");
+  c.detection_aggregate = r.get<std::string>("detection.aggregate");
+  if (c.detection_aggregate != "sum" && c.detection_aggregate != "mean" &&
+      c.detection_aggregate != "max")
+    fail(source, ": field 'detection.aggregate' must be one of sum, mean, max (got '",
+         c.detection_aggregate, "')");
   c.detection_ddd = r.get<std::string>("detection.ddd_method");
   c.cost_answers = r.positive("cost.answers");
   if (c.proxy_k.empty()) fail(source, ": field 'proxy.k' must list at least one K");
   for (auto k : c.proxy_k)
     if (k < 2) fail(source, ": field 'proxy.k': K must be at least 2 (got ", k, ")");
   if (c.members < 2) fail(source, ": field 'family.members' must be at least 2");
+  if (c.pool_splits < 3)
+    fail(source, ": field 'train.pool_splits' must be at least 3 (the 3x3 configuration)");
   if (std::find(fidelity_methods().begin(), fidelity_methods().end(), c.detection_ddd) ==
       fidelity_methods().end())
     fail(source, ": field 'detection.ddd_method': unknown method '", c.detection_ddd, "'");

@@ -24,12 +24,18 @@ struct ExperimentConfig {
   // Target family: the ground truth (M members of low-rank noise).
   int64_t members = 3;
   double sigma = 0.1;
+  bool relative_noise = true;  // sigma relative to each weight's rms (family/noise.h)
   int64_t noise_rank = 8;
   std::vector<std::string> noise_modules;
 
   // Distillation data and training.
-  int64_t data_prompts = 64, data_responses = 1, max_new_tokens = 96;
+  int64_t data_prompts = 64, max_new_tokens = 96;
+  int64_t proxy_answers = 5;  // B.1: answers per question from each member, for p_mix
+  int64_t draft_answers = 4;  // B.2: answers per question from the target, for the drafts
   int64_t proxy_steps = 20, draft_steps = 10, baseline_steps = 10, batch_size = 4;
+  std::string osd_teachers = "family";  // distill::OsdConfig::teachers
+  int64_t pool_splits = 3;              // S of the DDD pool (B.6: 3 partitions x M members)
+  double init_sigma = 0.5;              // IDD/FDD initial noise (B.2)
   double proxy_lr = 3e-3, draft_lr = 3e-3;
   int64_t lora_rank = 8;
 
@@ -42,9 +48,12 @@ struct ExperimentConfig {
   int64_t proxy_truth_members = 20, proxy_runs = 5, proxy_questions = 4;
 
   // Hallucination detection.
-  int64_t detection_questions = 40, detection_sets = 3, tokur_samples = 10;
+  int64_t detection_questions = 40, detection_sets = 3;
+  int64_t tokur_samples = 3;         // Table 6 charges TokUR K = 3 target passes
+  int64_t tokur_extra_samples = 10;  // the extra row tokur_k10
   double train_fraction = 0.5;
-  std::string detection_ddd = "ddd_3x3";
+  std::string detection_ddd = "ddd_2x3";
+  std::string detection_aggregate = "mean";  // the one sequence-level feature (B.5)
 
   // Cost.
   int64_t cost_answers = 4;

@@ -1,6 +1,7 @@
 #include "eval/experiment_detection.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "eval/logistic.h"
@@ -16,7 +17,7 @@ using json = nlohmann::json;
 namespace unc = drafteu::uncertainty;
 
 const std::vector<std::string>& detection_methods() {
-  static const std::vector<std::string> m{"ddd", "untrained", "tokur"};
+  static const std::vector<std::string> m{"ddd", "untrained", "tokur", "tokur_k10"};
   return m;
 }
 
@@ -30,11 +31,33 @@ std::vector<double> features(const std::vector<double>& eu) {
   return f;
 }
 
+unc::Aggregation parse_aggregation(const std::string& name) {
+  if (name == "sum") return unc::Aggregation::Sum;
+  if (name == "max") return unc::Aggregation::Max;
+  return unc::Aggregation::Mean;
+}
+
+// TokUR scores its own family (K target passes); the drafts score against p_mix. Untrained drafts
+// get as many drafts as DDD (Table 2 charges them the same cost).
 std::shared_ptr<Family> method_family(const ExperimentConfig& c, MethodModels& models,
                                       const std::string& method, uint64_t seed, ScoringModels& sm) {
   if (method == "tokur") return sm.target_family = models.tokur_family(c.tokur_samples, seed);
+  if (method == "tokur_k10")
+    return sm.target_family = models.tokur_family(c.tokur_extra_samples, seed);
   sm.reference = models.reference(true);
-  return sm.drafts = models.drafts(method == "ddd" ? c.detection_ddd : method, seed);
+  if (method == "ddd") return sm.drafts = models.drafts(c.detection_ddd, seed);
+  const auto ddd = models.drafts(c.detection_ddd, seed);
+  return sm.drafts = models.drafts(method, seed, ddd->size());
+}
+
+json evaluate(const LogisticModel& model, const std::vector<std::vector<double>>& x,
+              const std::vector<int>& wrong, const std::vector<int>& correct) {
+  const auto prob = model.predict_all(x);
+  return {{"auroc", auroc(prob, wrong)},
+          {"ece", expected_calibration_error(prob, wrong, 15)},
+          {"brier", brier_score(prob, wrong)},
+          {"prr", prediction_rejection_ratio(prob, correct)},
+          {"model", model.to_json()}};
 }
 
 // Stratified by label: each class puts its first `fraction` (at least one, and one short of all
@@ -61,6 +84,7 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
   std::map<std::string, std::map<std::string, std::vector<double>>> metric;
   json sets = json::object(), accuracy = json::array();
   std::string lines;
+  const auto aggregation = parse_aggregation(c.detection_aggregate);
   ProgressBar bar("detection", c.detection_sets * static_cast<int64_t>(methods.size()),
                   "method-sets");
   for (int64_t s = 0; s < c.detection_sets; ++s) {
@@ -79,34 +103,36 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
       ScoringModels sm;
       method_family(c, models, method, seed, sm);
       TokenScorer scorer(sm);
-      std::vector<std::vector<double>> rows;
-      for (const auto& a : answers) {
-        per_token[method].push_back(
-            score_answer(scorer, a, method == "tokur" ? EuField::True : EuField::Hat));
-        rows.push_back(features(per_token[method].back()));
+      const bool truth = method.rfind("tokur", 0) == 0;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (const auto& a : answers)
+        per_token[method].push_back(score_answer(scorer, a, truth ? EuField::True : EuField::Hat));
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // B.5: one sequence-level score through a one-feature logistic map; the (sum, mean, max)
+      // model is the extra "three_feature" entry.
+      std::vector<std::vector<double>> one_x[2], three_x[2];
+      std::vector<int> y[2], ok[2];
+      for (size_t i = 0; i < answers.size(); ++i) {
+        const int part = in_train[i] ? 0 : 1;
+        const auto f = features(per_token[method][i]);
+        const auto t = torch::tensor(per_token[method][i], torch::kFloat64);
+        one_x[part].push_back({unc::aggregate_sequence(t, {}, aggregation).item<double>()});
+        three_x[part].push_back(f);
+        y[part].push_back(wrong[i]);
+        ok[part].push_back(correct[i]);
       }
-      std::vector<std::vector<double>> train_x, test_x;
-      std::vector<int> train_y, test_y, test_ok;
-      for (size_t i = 0; i < rows.size(); ++i) {
-        if (in_train[i]) {
-          train_x.push_back(rows[i]);
-          train_y.push_back(wrong[i]);
-        } else {
-          test_x.push_back(rows[i]);
-          test_y.push_back(wrong[i]);
-          test_ok.push_back(correct[i]);
-        }
-      }
-      const auto model = fit_logistic(train_x, train_y, {"eu_sum", "eu_mean", "eu_max"});
-      const auto prob = model.predict_all(test_x);
-      const json r = {{"set", s},
-                      {"auroc", auroc(prob, test_y)},
-                      {"ece", expected_calibration_error(prob, test_y, 15)},
-                      {"brier", brier_score(prob, test_y)},
-                      {"prr", prediction_rejection_ratio(prob, test_ok)},
-                      {"model", model.to_json()}};
+      const auto one = fit_logistic(one_x[0], y[0], {"eu_" + c.detection_aggregate});
+      const auto three = fit_logistic(three_x[0], y[0], {"eu_sum", "eu_mean", "eu_max"});
+      json r = evaluate(one, one_x[1], y[1], ok[1]);
+      r["set"] = s;
+      r["seconds"] = secs;
+      r["three_feature"] = evaluate(three, three_x[1], y[1], ok[1]);
       for (const char* k : {"auroc", "ece", "brier", "prr"})
         metric[method][k].push_back(r[k].is_number() ? r[k].get<double>() : std::nan(""));
+      metric[method]["seconds"].push_back(secs);
+      const auto& a3 = r["three_feature"]["auroc"];
+      metric[method]["auroc_3feature"].push_back(a3.is_number() ? a3.get<double>() : std::nan(""));
       sets[method].push_back(r);
       bar.update(s * static_cast<int64_t>(methods.size()) + static_cast<int64_t>(m) + 1);
     }
@@ -128,11 +154,15 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
   json out = json::object();
   for (const auto& m : methods) {
     json j;
-    for (const char* k : {"auroc", "ece", "brier", "prr"}) put_mean_std(j, k, metric[m][k]);
+    for (const char* k : {"auroc", "ece", "brier", "prr", "seconds", "auroc_3feature"})
+      put_mean_std(j, k, metric[m][k]);
     j["sets"] = sets[m];
     out[m] = j;
   }
   out["accuracy"] = accuracy;
+  out["aggregate"] = c.detection_aggregate;
+  out["ddd_method"] = c.detection_ddd;
+  out["tokur_samples"] = c.tokur_samples;
   write_file_atomic(dir / "results.json", out.dump(2) + "\n");
   write_file_atomic(dir / "answers.jsonl", lines);
 }

@@ -11,7 +11,11 @@
 
 namespace drafteu::eval {
 
-// Writes dir/results.json ({METHOD: {rmse_mean, ..., runs}}) and dir/tokens.jsonl.
+// Table 11's methods, every one at K = 6.
+const std::vector<std::string>& fidelity_k6_methods();
+
+// Writes dir/results.json ({"methods": {METHOD: {rmse_mean, ..., runs}} at Table 1's settings,
+// "k6": the same at K = 6, "true_eu_mean", "draft_kl_to_target"}) and dir/tokens.jsonl.
 void run_fidelity(const ExperimentConfig& c, MethodModels& models, const std::filesystem::path& dir,
                   std::ostream* log);
 

@@ -47,25 +47,61 @@ std::shared_ptr<Family> MethodModels::reference(bool pmix) {
   return std::make_shared<LowRankFamily>(target_.model, std::vector<MemberDeltas>{pmix_});
 }
 
-std::shared_ptr<Family> MethodModels::drafts(const std::string& method, uint64_t seed) {
+namespace {
+
+// The first `count` members of `family` (job order: draft (s, m) is member s·M + m).
+std::shared_ptr<Family> first_members(const LowRankFamily& family, int64_t count,
+                                      const std::string& method) {
+  if (count > family.size())
+    fail("experiment: method '", method, "' needs ", count, " drafts; the family has ",
+         family.size());
+  std::vector<MemberDeltas> members;
+  for (int64_t k = 0; k < count; ++k) members.push_back(family.member(k));
+  return std::make_shared<LowRankFamily>(family.base(), std::move(members));
+}
+
+}  // namespace
+
+const LowRankFamily& MethodModels::trained_family(const std::string& name) {
+  auto it = loaded_.find(name);
+  if (it == loaded_.end()) {
+    const auto dir = trained_.families.find(name);
+    if (dir == trained_.families.end()) fail("experiment: no trained draft family '", name, "'");
+    it = loaded_
+             .emplace(name, std::make_unique<LowRankFamily>(
+                                distill::load_draft_family(dir->second, draft_.model)))
+             .first;
+  }
+  return *it->second;
+}
+
+std::shared_ptr<Family> MethodModels::drafts(const std::string& method, uint64_t seed, int64_t k) {
   const auto noise = draft_noise(config_, seed);
   if (method == "untrained")
-    return std::make_shared<LowRankFamily>(distill::noisy_draft_family(draft_.model, {}, 3, noise));
+    return std::make_shared<LowRankFamily>(distill::noisy_draft_family(draft_.model, {}, k, noise));
   if (method == "gkd" || method == "minillm") {
     const auto& dir = method == "gkd" ? trained_.gkd_adapter : trained_.minillm_adapter;
     const auto trained = load_peft_adapter(dir, *draft_.model)->to_member();
     return std::make_shared<LowRankFamily>(
-        distill::noisy_draft_family(draft_.model, trained, 3, noise));
+        distill::noisy_draft_family(draft_.model, trained, k, noise));
   }
-  if (method.rfind("only_", 0) == 0) {
-    const int64_t k = std::stoll(method.substr(5));
-    auto one = distill::load_draft_family(trained_.families.at("only"), draft_.model);
+  if (method.rfind("only_", 0) == 0) {  // B.6: one draft of the trained pool + K noise draws
+    const int64_t n = std::stoll(method.substr(5));
     return std::make_shared<LowRankFamily>(
-        distill::noisy_draft_family(draft_.model, one.member(0), k, noise));
+        distill::noisy_draft_family(draft_.model, trained_family("ddd").member(0), n, noise));
   }
-  const auto it = trained_.families.find(method);
-  if (it == trained_.families.end()) fail("experiment: unknown method '", method, "'");
-  return std::make_shared<LowRankFamily>(distill::load_draft_family(it->second, draft_.model));
+  if (method.rfind("ddd_", 0) == 0) {  // "ddd_SxM": the pool's first S partitions
+    const auto x = method.find('x');
+    if (x == std::string::npos) fail("experiment: unknown method '", method, "'");
+    const int64_t splits = std::stoll(method.substr(4, x - 4));
+    const int64_t per = std::stoll(method.substr(x + 1));
+    if (per != config_.members)
+      fail("experiment: method '", method, "': the pool holds ", config_.members,
+           " drafts per partition");
+    return first_members(trained_family("ddd"), splits * per, method);
+  }
+  if (method == "idd" || method == "fdd") return first_members(trained_family(method), k, method);
+  fail("experiment: unknown method '", method, "'");
 }
 
 int64_t MethodModels::target_parameters() const {

@@ -2,6 +2,7 @@
 // (ground truth, TokUR), the references (unperturbed target, p_mix) and every method's draft
 // family; plus sampling target answers to test questions and scoring them token by token.
 #pragma once
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -12,6 +13,7 @@
 #include "eval/testbed_task.h"
 #include "family/family.h"
 #include "family/low_rank.h"
+#include "family/low_rank_family.h"
 #include "model/checkpoint.h"
 #include "uncertainty/scoring/token_scorer.h"
 
@@ -31,6 +33,7 @@ class MethodModels {
   MethodModels(const ExperimentConfig& config, const TrainedModels& trained);
 
   LoadedModel& target() { return target_; }
+  const LlamaForCausalLM& draft_base() const { return draft_.model; }
   const std::vector<QaExample>& test_questions() const { return test_; }
 
   // `members` lora-noise members of the target (the family's noise, seed `seed`).
@@ -39,8 +42,12 @@ class MethodModels {
   std::shared_ptr<Family> tokur_family(int64_t samples, uint64_t seed);
   // A family of one: p_mix (target + OSD adapter) or the unperturbed target.
   std::shared_ptr<Family> reference(bool pmix);
-  // Method `method`'s drafts (fidelity_methods()); noise draws depend on `seed`.
-  std::shared_ptr<Family> drafts(const std::string& method, uint64_t seed);
+  // Method `method`'s drafts (fidelity_methods()) at K = `k` where the method has no K of its
+  // own (untrained, gkd, minillm: K noise draws; idd, fdd: the first K trained drafts); noise
+  // draws depend on `seed`.
+  std::shared_ptr<Family> drafts(const std::string& method, uint64_t seed, int64_t k = 3);
+  // A trained draft family of prepare_models ("ddd" pool, "idd", "fdd"), loaded once.
+  const LowRankFamily& trained_family(const std::string& name);
 
   // Weight parameters of the target and draft bases, and of the deltas of a family's members.
   int64_t target_parameters() const;
@@ -57,6 +64,7 @@ class MethodModels {
   LoadedModel target_, draft_;
   MemberDeltas pmix_;
   std::vector<QaExample> test_;
+  std::map<std::string, std::unique_ptr<LowRankFamily>> loaded_;
 };
 
 // Per-token values of one ScoredToken field over an answer's response.

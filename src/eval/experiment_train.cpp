@@ -27,6 +27,7 @@ NoiseConfig target_noise(const ExperimentConfig& c) {
   n.sigma = c.sigma;
   n.rank = c.noise_rank;
   n.target_modules = c.noise_modules;
+  n.relative = c.relative_noise;
   return n;
 }
 
@@ -47,15 +48,16 @@ std::vector<int64_t> encode_question(const Tokenizer& tok, const std::string& qu
 
 namespace {
 
-// Distillation data: `responses` samples per prompt from the unperturbed target. Not
+// Distillation data: `responses` samples per prompt from the target, or from member `member` of
+// the target family (its deltas attached while it generates; -1 = the unperturbed target). Not
 // distill::generate_data: the testbed models read their own prompt format (encode_question), and
 // the seeds follow the experiment's seed, which the cached steps and reported numbers rely on.
-void write_data(const ExperimentConfig& c, const TrainedModels& t, const fs::path& out) {
-  LoadedModel target = load_model(t.target_dir);
+std::vector<distill::Sample> sample_data(const ExperimentConfig& c, LoadedModel& target,
+                                         const std::vector<distill::Prompt>& prompts,
+                                         int64_t responses, int64_t member,
+                                         const NoiseConfig& noise, ProgressBar& bar,
+                                         int64_t& done) {
   const Tokenizer& tok = *target.tokenizer;
-  auto prompts = distill::read_gsm8k(t.train_gsm8k);
-  if (static_cast<int64_t>(prompts.size()) > c.data_prompts)
-    prompts.resize(static_cast<size_t>(c.data_prompts));
   BatchGenerateOptions go;
   go.max_new_tokens = c.max_new_tokens;
   go.stop_ids = target.generation.eos_token_ids;
@@ -63,34 +65,56 @@ void write_data(const ExperimentConfig& c, const TrainedModels& t, const fs::pat
     for (auto id : tok.eos_ids()) go.stop_ids.push_back(id);
   std::vector<distill::Sample> samples;
   for (const auto& p : prompts)
-    for (int64_t r = 0; r < c.data_responses; ++r) {
+    for (int64_t r = 0; r < responses; ++r) {
       distill::Sample s;
       s.prompt_index = p.index;
+      s.member = member;
       s.sample = r;
-      s.seed = c.seed * 7919 + static_cast<uint64_t>(p.index) * 131 + static_cast<uint64_t>(r);
+      s.seed = c.seed * 7919 + static_cast<uint64_t>(p.index) * 131 + static_cast<uint64_t>(r) +
+               static_cast<uint64_t>(member + 1) * 0x9E3779B1ull;
       s.prompt = p.question;
       s.prompt_ids = encode_question(tok, p.question);
       samples.push_back(std::move(s));
     }
-  std::string lines;
-  ProgressBar bar("data", static_cast<int64_t>(samples.size()), "samples");
+  AttachedDeltas attached;
+  if (member >= 0)
+    attached = attach_member(*target.model, NoiseSampler(*target.model, noise).member(member));
   for (size_t b = 0; b < samples.size(); b += 16) {
     const size_t e = std::min(samples.size(), b + 16);
     std::vector<std::vector<int64_t>> ids;
     std::vector<uint64_t> seeds;
     for (size_t i = b; i < e; ++i)
       ids.push_back(samples[i].prompt_ids), seeds.push_back(samples[i].seed);
-    auto responses = generate_batch(*target.model, ids, seeds, go);
+    auto out = generate_batch(*target.model, ids, seeds, go);
     for (size_t i = b; i < e; ++i) {
       auto& s = samples[i];
-      s.response_ids = std::move(responses[i - b]);
+      s.response_ids = std::move(out[i - b]);
       const std::vector<int32_t> r(s.response_ids.begin(), s.response_ids.end());
       s.response = tok.decode(r, true);
-      lines += dump_json(distill::sample_to_json(s));
-      lines += "\n";
     }
-    bar.update(static_cast<int64_t>(e));
+    done += static_cast<int64_t>(e - b);
+    bar.update(done);
   }
+  return samples;
+}
+
+// B.1: p_mix's data holds `proxy_answers` answers per question from each of the M noisy members,
+// in equal parts. B.2: the drafts' data holds `draft_answers` answers per question from the target.
+void write_data(const ExperimentConfig& c, const TrainedModels& t, const NoiseConfig& noise,
+                bool proxy, const fs::path& out) {
+  LoadedModel target = load_model(t.target_dir);
+  auto prompts = distill::read_gsm8k(t.train_gsm8k);
+  if (static_cast<int64_t>(prompts.size()) > c.data_prompts)
+    prompts.resize(static_cast<size_t>(c.data_prompts));
+  const int64_t per = proxy ? c.proxy_answers : c.draft_answers;
+  const int64_t sources = proxy ? c.members : 1;
+  ProgressBar bar(proxy ? "data p_mix" : "data drafts",
+                  sources * per * static_cast<int64_t>(prompts.size()), "samples");
+  int64_t done = 0;
+  std::string lines;
+  for (int64_t m = 0; m < sources; ++m)
+    for (const auto& s : sample_data(c, target, prompts, per, proxy ? m : -1, noise, bar, done))
+      lines += dump_json(distill::sample_to_json(s)) + "\n";
   bar.finish();
   write_file_atomic(out, lines);
 }
@@ -154,48 +178,64 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
   const NoiseConfig noise = target_noise(c);
   const json fam_key = {{"members", c.members}, {"noise", distill::to_json(noise)}};
 
-  // Distillation data: sampled from the unperturbed target (the members enter as teachers).
-  const json data_key = {{"models", base_key},
-                         {"prompts", c.data_prompts},
-                         {"responses", c.data_responses},
-                         {"max_new_tokens", c.max_new_tokens},
-                         {"seed", c.seed}};
-  const auto data_step = cache.run(
-      "data", data_key, [&](const fs::path& dir) { write_data(c, t, dir / "data.jsonl"); });
-  const fs::path data = data_step.dir / "data.jsonl";
-  const auto samples = distill::read_samples(data);
-  const json trained_on = {{"data", data_step.hash}, {"family", fam_key}};
+  // Distillation data (B.1, B.2): p_mix learns from the members' answers, the drafts from the
+  // target's.
+  json data_key = {{"models", base_key},
+                   {"prompts", c.data_prompts},
+                   {"max_new_tokens", c.max_new_tokens},
+                   {"seed", c.seed}};
+  auto data_step = [&](bool proxy) {
+    json key = data_key;
+    key["answers"] = proxy ? c.proxy_answers : c.draft_answers;
+    if (proxy) key["family"] = fam_key;
+    const auto step = cache.run(proxy ? "data-proxy" : "data-drafts", key, [&](const fs::path& d) {
+      write_data(c, t, noise, proxy, d / "data.jsonl");
+    });
+    return std::pair{step.hash, step.dir / "data.jsonl"};
+  };
+  const auto [proxy_data_hash, proxy_data] = data_step(true);
+  const auto [draft_data_hash, draft_data] = data_step(false);
+  const auto proxy_samples = distill::read_samples(proxy_data);
+  const auto samples = distill::read_samples(draft_data);
+  const json trained_on = {{"data", draft_data_hash}, {"family", fam_key}};
 
-  // p_mix: the target plus a LoRA trained by OSD against fresh noisy teachers.
+  // p_mix: the target plus a LoRA trained by OSD against the family's members (B.1).
   distill::OsdConfig osd;
   osd.teacher_noise = noise;
+  osd.teachers = c.osd_teachers;
+  osd.family_members = c.members;
+  osd.n_teachers = std::min<int64_t>(osd.n_teachers, c.members);
   osd.lora.r = c.lora_rank;
   osd.lora.alpha = 2.0 * static_cast<double>(c.lora_rank);
   const auto proxy_tc =
       budget(distill::OsdConfig::default_train(), c, c.proxy_steps, c.proxy_lr, c.seed);
-  const json proxy_key = {
-      {"in", trained_on}, {"osd", distill::to_json(osd)}, {"train", distill::to_json(proxy_tc)}};
-  t.proxy_adapter = cache
-                        .run("proxy-osd", proxy_key,
-                             [&](const fs::path& dir) {
-                               LoadedModel target = load_model(t.target_dir);
-                               distill::OsdObjective objective(target.model, osd, proxy_tc.seed);
-                               distill::train(objective, samples, proxy_tc, dir,
-                                              {{"step", "proxy-osd"}, {"data", data.string()}});
-                             })
-                        .dir /
-                    "adapter";
+  t.proxy_train = distill::to_json(proxy_tc);
+  const json proxy_key = {{"data", proxy_data_hash},
+                          {"family", fam_key},
+                          {"osd", distill::to_json(osd)},
+                          {"train", distill::to_json(proxy_tc)}};
+  t.proxy_adapter =
+      cache
+          .run("proxy-osd", proxy_key,
+               [&](const fs::path& dir) {
+                 LoadedModel target = load_model(t.target_dir);
+                 distill::OsdObjective objective(target.model, osd, proxy_tc.seed);
+                 distill::train(objective, proxy_samples, proxy_tc, dir,
+                                {{"step", "proxy-osd"}, {"data", proxy_data.string()}});
+               })
+          .dir /
+      "adapter";
 
-  // Draft families: every job of a family in one step directory.
+  // Draft families, every job of a family in one step directory. DDD is one pool of S×M drafts
+  // (B.6): 1×3, 2×3 and 3×3 are its first 1, 2 and 3 partitions, and "K only" takes draft (0, 0).
+  // IDD and FDD train 2×M drafts each (K = 6; their first M for K = 3).
   const auto draft_tc =
       budget(distill::DraftFamilyConfig::default_train(), c, c.draft_steps, c.draft_lr, c.seed + 1);
+  t.draft_train = distill::to_json(draft_tc);
   const std::vector<FamilySpec> specs{
-      {"ddd_1x3", distill::DraftStrategy::DDD, 1, 3},
-      {"ddd_2x3", distill::DraftStrategy::DDD, 2, 3},
-      {"ddd_3x3", distill::DraftStrategy::DDD, 3, 3},
-      {"idd", distill::DraftStrategy::IDD, 1, 3},
-      {"fdd", distill::DraftStrategy::FDD, 2, 3},
-      {"only", distill::DraftStrategy::DDD, 1, 1, "target"},  // the one draft of "K only"
+      {"ddd", distill::DraftStrategy::DDD, c.pool_splits, c.members},
+      {"idd", distill::DraftStrategy::IDD, 2, c.members},
+      {"fdd", distill::DraftStrategy::FDD, 2, c.members},
   };
   for (const auto& s : specs) {
     distill::DraftFamilyConfig fam;
@@ -206,6 +246,8 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
     fam.teacher = s.teacher;
     fam.teacher_noise = noise;
     fam.init_noise = NoiseConfig::draft_init(c.seed + 2);
+    fam.init_noise.sigma = c.init_sigma;
+    fam.init_noise.relative = c.relative_noise;
     fam.init_noise.target_modules = c.noise_modules;
     fam.lora = draft_lora(c);
     const json key = {{"in", trained_on},
@@ -230,17 +272,16 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
             .dir;
   }
 
-  // Baselines: one draft each, trained against the unperturbed target.
-  LoraConfig lora = draft_lora(c);
+  // Baselines: one draft each, trained against the unperturbed target (Tables 9, 10).
   for (const std::string method : {"gkd", "minillm"}) {
     distill::GkdConfig gkd;
     distill::MiniLLMConfig mini;
-    gkd.lora = mini.lora = lora;
+    gkd.lora = mini.lora = draft_lora(c);
     gkd.on_policy.max_new_tokens = mini.on_policy.max_new_tokens = c.max_new_tokens;
-    mini.on_policy.generations = 1;
     const auto tc = budget(method == "gkd" ? distill::GkdConfig::default_train()
                                            : distill::MiniLLMConfig::default_train(),
                            c, c.baseline_steps, c.draft_lr, c.seed + 3);
+    t.baseline_train[method] = distill::to_json(tc);
     const json key = {{"in", trained_on},
                       {"method", method == "gkd" ? distill::to_json(gkd) : distill::to_json(mini)},
                       {"train", distill::to_json(tc)}};
@@ -264,7 +305,7 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
     (method == "gkd" ? t.gkd_adapter : t.minillm_adapter) = adapter;
   }
 
-  json all = {{"models", base_key}, {"data", data_step.hash}};
+  json all = {{"models", base_key}, {"data", {proxy_data_hash, draft_data_hash}}};
   for (const auto& s : cache.steps()) all[s.name] = s.hash;
   t.key = distill::sha256_hex(all.dump()).substr(0, 16);
   return t;

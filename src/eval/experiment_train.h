@@ -20,8 +20,10 @@ struct TrainedModels {
   std::filesystem::path target_dir, draft_dir, train_gsm8k, test_gsm8k;
   double target_accuracy = 0, draft_accuracy = 0;  // the testbed's greedy accuracy (NaN: real)
   std::filesystem::path proxy_adapter;             // p_mix's PEFT adapter
-  std::map<std::string, std::filesystem::path> families;  // ddd_*, idd, fdd, only: draft-*/ dirs
+  std::map<std::string, std::filesystem::path> families;  // ddd (the S×M pool), idd, fdd
   std::filesystem::path gkd_adapter, minillm_adapter;
+  // The training settings each step ran with (for the report's list of budget changes).
+  nlohmann::json proxy_train, draft_train, baseline_train;
   std::string key;  // hash of every input above: the key evaluation steps depend on
 };
 

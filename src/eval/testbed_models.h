@@ -39,6 +39,14 @@ struct PretrainOptions {
   ComputeDtype dtype = ComputeDtype::F32;  // bf16: forwards under bf16 autocast
 };
 
+// Knowledge distillation from a trained teacher (the paper's drafts were pretrained with the
+// target's logits as targets): the loss is the forward KL(p_teacher ‖ q_student) per loss token,
+// optionally mixed with the data's cross-entropy (weight `ce_weight`).
+struct PretrainTeacher {
+  LlamaForCausalLMImpl* model = nullptr;
+  double ce_weight = 0.0;
+};
+
 struct PretrainStats {
   std::vector<double> losses;  // one per step
   int64_t tokens = 0;
@@ -61,7 +69,8 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model,
                        const std::vector<std::vector<int64_t>>& sequences,
                        const PretrainOptions& options, std::ostream* log = nullptr,
                        const std::string& label = "model",
-                       const std::vector<size_t>& loss_from = {});
+                       const std::vector<size_t>& loss_from = {},
+                       const PretrainTeacher& teacher = {});
 
 // Greedy continuations of `prompts` (left-padded batches with a KV cache), stopping at EOS.
 std::vector<std::string> greedy_complete(LlamaForCausalLMImpl& model, const Tokenizer& tok,
@@ -80,6 +89,10 @@ struct DraftSpec {
   std::string name = "draft";
   ModelShape shape{64, 192, 2, 4, 4};
   PretrainOptions train{};
+  // Distilled from the trained target (forward KL on its logits over the training texts) rather
+  // than trained beside it from scratch: the draft is the target's own family, as Llama 3.2 1B/3B
+  // are Llama 3.1's.
+  bool distill_from_target = true;
 };
 
 struct TestbedOptions {

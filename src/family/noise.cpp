@@ -27,6 +27,8 @@ void NoiseConfig::validate() const {
   if (rank <= 0) fail(what, ": rank must be positive, got ", rank);
   if (!(sigma >= 0.0) || !std::isfinite(sigma)) fail(what, ": sigma must be >= 0, got ", sigma);
   if (per_token && kind != NoiseKind::Tokur) fail(what, ": per-token redraw is a tokur option");
+  if (relative && kind != NoiseKind::LoraNoise)
+    fail(what, ": relative sigma is a lora-noise option");
 }
 
 NoiseConfig NoiseConfig::target_family(uint64_t seed) {
@@ -69,6 +71,9 @@ NoiseSampler::NoiseSampler(LlamaForCausalLMImpl& model, NoiseConfig config)
     const auto& w = model.linear(name).weight;
     shapes_.emplace_back(w.size(0), w.size(1));
     options_.push_back(w.options().requires_grad(false));
+    rms_.push_back(config_.relative
+                       ? w.detach().to(torch::kFloat64).square().mean().sqrt().item<double>()
+                       : 0.0);
     if (config_.kind == NoiseKind::Tokur) bases_[name] = tokur_basis(w, config_.rank);
   }
 }
@@ -90,9 +95,15 @@ MemberDeltas NoiseSampler::member(int64_t m) const {
     const auto [out_f, in_f] = shapes_[i];
     LowRankTerm t;
     if (config_.kind == NoiseKind::LoraNoise) {
-      t.a = gaussian({r, in_f}, config_.sigma, gen, options_[i]);
-      t.b = gaussian({out_f, r}, config_.sigma, gen, options_[i]);
-      t.scale = config_.scale();
+      if (config_.relative) {
+        t.a = gaussian({r, in_f}, 1.0, gen, options_[i]);
+        t.b = gaussian({out_f, r}, 1.0, gen, options_[i]);
+        t.scale = config_.sigma * rms_[i] / std::sqrt(static_cast<double>(r));
+      } else {
+        t.a = gaussian({r, in_f}, config_.sigma, gen, options_[i]);
+        t.b = gaussian({out_f, r}, config_.sigma, gen, options_[i]);
+        t.scale = config_.scale();
+      }
     } else {
       t.b = bases_.at(name);
       if (config_.per_token) {

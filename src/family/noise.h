@@ -4,6 +4,10 @@
 //   lora-noise: W + (alpha/r)·B·A with A [r, in], B [out, r] entries ~ N(0, sigma²). alpha
 //               defaults to r (scale 1), so sigma alone sets the size: ΔW entries have standard
 //               deviation sigma²·sqrt(r). Setting alpha keeps LoRA's convention for other scales.
+//               relative: A, B entries ~ N(0, 1) and ΔW = sigma·rms(W)·B·A/sqrt(r), so ΔW entries
+//               have standard deviation sigma·rms(W) and ‖ΔW‖_F/‖W‖_F ≈ sigma in every module of
+//               every model: sigma is the size of the perturbation relative to the weights it
+//               perturbs (TokUR's noise is likewise tied to W, through its singular vectors).
 //   tokur:      W + U_r·E (TokUR), U_r the top-r left singular vectors of W, E [r, in] entries
 //               ~ N(0, sigma²): the noise lives in W's dominant output subspace. Optionally E is
 //               redrawn at every token position, and member 0 kept unperturbed.
@@ -37,6 +41,7 @@ struct NoiseConfig {
   uint64_t seed = 0;
   bool per_token = false;         // tokur: redraw E at every token position
   bool keep_unperturbed = false;  // member 0 is the unperturbed model
+  bool relative = false;          // lora-noise: sigma relative to rms(W) (see above)
 
   double scale() const;
   void validate() const;
@@ -65,6 +70,7 @@ class NoiseSampler {
   std::vector<std::string> modules_;
   std::vector<std::pair<int64_t, int64_t>> shapes_;  // (out, in) per module
   std::vector<torch::TensorOptions> options_;
+  std::vector<double> rms_;  // rms(W) per module (relative lora-noise)
   std::map<std::string, torch::Tensor> bases_;
 };
 
