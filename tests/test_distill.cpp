@@ -24,6 +24,7 @@
 #include "distill/gen_data.h"
 #include "distill/gkd.h"
 #include "distill/losses.h"
+#include "distill/manifest.h"
 #include "distill/minillm.h"
 #include "distill/osd.h"
 #include "distill/schedule.h"
@@ -34,6 +35,7 @@
 #include "model/generate.h"
 #include "model/generate_batch.h"
 #include "test_support.h"
+#include "util/build_info.h"
 #include "util/error.h"
 
 namespace fs = std::filesystem;
@@ -482,6 +484,42 @@ TEST(Trainer, ResumeFromCheckpointIsBitIdentical) {
   auto manifest = read_json_file(dir / "a/manifest.json");
   EXPECT_EQ(manifest["method"], "osd");
   EXPECT_TRUE(fs::exists(dir / "a/adapter/adapter_model.safetensors"));
+}
+
+// FIPS 180-2 vectors, and a file against coreutils' sha256sum.
+TEST(Manifest, Sha256MatchesKnownVectorsAndSha256sum) {
+  EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c0262693c93a0c1ed76f6f88b4c3fa1c1d18a9306e0a24");
+  const auto dir = test::scratch_dir("sha256");
+  std::string bytes;
+  for (int i = 0; i < 200000; ++i) bytes += static_cast<char>((i * 7919 + i / 13) & 0xff);
+  std::ofstream(dir / "data.bin", std::ios::binary) << bytes;
+  auto ref = test::run_command("sha256sum " + (dir / "data.bin").string());
+  ASSERT_EQ(ref.exit_code, 0) << ref.err;
+  EXPECT_EQ(sha256_file(dir / "data.bin"), ref.out.substr(0, 64));
+}
+
+// The manifest names drafteu's own commit, not that of the directory the program runs in.
+TEST(Manifest, RecordsDrafteuCommitNotTheWorkingDirectorys) {
+  const auto dir = test::scratch_dir("manifest_commit");
+  const std::string git = "git -C " + dir.string() + " -c user.name=t -c user.email=t@t ";
+  ASSERT_EQ(test::run_command(git + "init -q && " + git + "commit -q --allow-empty -m x").exit_code,
+            0);
+  const auto other = test::run_command("git -C " + dir.string() + " rev-parse HEAD").out;
+  const auto cwd = fs::current_path();
+  fs::current_path(dir);
+  write_manifest(dir / "run", {{"method", "test"}});
+  fs::current_path(cwd);
+  const auto m = read_json_file(dir / "run/manifest.json");
+  EXPECT_EQ(m["git_commit"], std::string(build_commit()));
+  EXPECT_NE(m["git_commit"].get<std::string>() + "\n", other);
+  const std::string commit = build_commit();  // 40 hex digits, or "" outside a git checkout
+  EXPECT_TRUE(commit.empty() || commit.size() == 40) << commit;
+  EXPECT_EQ(commit.find_first_not_of("0123456789abcdef"), std::string::npos) << commit;
+  const char* tests_dir = std::getenv("DRAFTEU_TESTS_DIR");
+  if (tests_dir && fs::exists(fs::path(tests_dir) / "../.git")) EXPECT_EQ(commit.size(), 40u);
 }
 
 TEST(Trainer, Bf16AutocastMatchesF32ToBf16PrecisionAndKeepsF32State) {

@@ -11,6 +11,7 @@
 #include "model/io/safetensors.h"
 #include "model/sampling.h"
 #include "test_support.h"
+#include "tolerance_tensor.h"
 #include "util/error.h"
 
 namespace drafteu {
@@ -58,6 +59,9 @@ torch::Tensor ids_tensor(const std::vector<int64_t>& ids) {
   return torch::tensor(ids, torch::kInt64).unsqueeze(0);
 }
 
+// float32 logits along two computation paths (batch, cache, python): tests/tolerance.h.
+const test::Tolerance kLogitTol = test::tolerance(test::Dtype::kFloat32, test::Op::kForward);
+
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
@@ -93,7 +97,7 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
 
     // Whole sequences at once.
     for (size_t i = 0; i < seqs.size(); ++i)
-      EXPECT_LT(max_diff(m.model->forward(ids_tensor(seqs[i]))[0], ref[i]), 1e-4);
+      EXPECT_TRUE(test::all_close(m.model->forward(ids_tensor(seqs[i]))[0], ref[i], kLogitTol));
 
     // KV cache: a prefill of 5, then one token at a time.
     const auto& s = seqs[0];
@@ -102,7 +106,7 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
     rows.push_back(m.model->forward(ids_tensor({s.begin(), s.begin() + 5}), &cache)[0]);
     for (size_t t = 5; t < s.size(); ++t)
       rows.push_back(m.model->forward(ids_tensor({s[t]}), &cache)[0]);
-    EXPECT_LT(max_diff(torch::cat(rows, 0), ref[0]), 1e-4);
+    EXPECT_TRUE(test::all_close(torch::cat(rows, 0), ref[0], kLogitTol));
 
     // A batch of different lengths, left- and right-padded.
     const int64_t T = static_cast<int64_t>(seqs[0].size()),
@@ -116,8 +120,9 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
       ids[1].narrow(0, off, t1).copy_(torch::tensor(seqs[1]));
       mask[1].narrow(0, off, t1).fill_(1);
       auto out = m.model->forward(ids, nullptr, mask);
-      EXPECT_LT(max_diff(out[0], ref[0]), 1e-4);
-      EXPECT_LT(max_diff(out[1].narrow(0, off, t1), ref[1]), 1e-4) << (left ? "left" : "right");
+      EXPECT_TRUE(test::all_close(out[0], ref[0], kLogitTol));
+      EXPECT_TRUE(test::all_close(out[1].narrow(0, off, t1), ref[1], kLogitTol))
+          << (left ? "left" : "right");
     }
 
     // Left-padded batch decoding with a cache continues both rows correctly.
@@ -131,8 +136,8 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
     for (int step = 0; step < 2; ++step) {
       auto next = torch::tensor({seqs[0][3 + step], seqs[1][2 + step]}, torch::kInt64).unsqueeze(1);
       auto out = m.model->forward(next, &bcache);
-      EXPECT_LT(max_diff(out[0][0], ref[0][3 + step]), 1e-4);
-      EXPECT_LT(max_diff(out[1][0], ref[1][2 + step]), 1e-4);
+      EXPECT_TRUE(test::all_close(out[0][0], ref[0][3 + step], kLogitTol));
+      EXPECT_TRUE(test::all_close(out[1][0], ref[1][2 + step], kLogitTol));
     }
 
     // Continuous batching: caches of different lengths merged with append_rows, a rejected
@@ -145,19 +150,19 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
     auto two =
         torch::tensor({s[5], int64_t{7}, seqs[1][2], seqs[1][3]}, torch::kInt64).view({2, 2});
     auto out2 = m.model->forward(two, &ca);
-    EXPECT_LT(max_diff(out2[0][0], ref[0][5]), 1e-4);
-    EXPECT_LT(max_diff(out2[1], ref[1].narrow(0, 2, 2)), 1e-4);
+    EXPECT_TRUE(test::all_close(out2[0][0], ref[0][5], kLogitTol));
+    EXPECT_TRUE(test::all_close(out2[1], ref[1].narrow(0, 2, 2), kLogitTol));
     ca.mask_positions(0, 6, 7);  // row 0's second token (7) was rejected
     auto pad = torch::tensor({s[6], int64_t{0}}, torch::kInt64).view({2, 1});
     auto m1 = torch::tensor({int64_t{1}, int64_t{0}}, torch::kInt64).view({2, 1});
-    EXPECT_LT(max_diff(m.model->forward(pad, &ca, m1)[0][0], ref[0][6]), 1e-4);
+    EXPECT_TRUE(test::all_close(m.model->forward(pad, &ca, m1)[0][0], ref[0][6], kLogitTol));
     ca.mask_positions(0, 7, 8);  // forget it again: column 7 is now masked in both rows
     ca.compact(0.0);
     EXPECT_EQ(ca.length(), 7);  // columns 0-2 of row 1's left padding stay (row 0 uses them)
     auto next = torch::tensor({s[6], seqs[1][4]}, torch::kInt64).view({2, 1});
     auto out3 = m.model->forward(next, &ca);
-    EXPECT_LT(max_diff(out3[0][0], ref[0][6]), 1e-4);
-    EXPECT_LT(max_diff(out3[1][0], ref[1][4]), 1e-4);
+    EXPECT_TRUE(test::all_close(out3[0][0], ref[0][6], kLogitTol));
+    EXPECT_TRUE(test::all_close(out3[1][0], ref[1][4], kLogitTol));
     EXPECT_THROW(ca.mask_positions(2, 0, 1), Error);
     // Row 0 leaves: row 1's left padding is dead now, and compact drops it.
     ca.select_rows(torch::tensor({int64_t{1}}));
@@ -300,7 +305,7 @@ TEST(Stories260K, GreedyStoryAndConversionsAgree) {
 
   // The PyTorch reference agrees on the real weights (this checks the GGUF row un-permutation).
   auto ref = reference_logits(dir, {seq});
-  EXPECT_LT(max_diff(lg, ref[0]), 1e-4);
+  EXPECT_TRUE(test::all_close(lg, ref[0], kLogitTol));
 
   // HF -> GGUF -> load: the same logits again.
   fs::path gguf = dir / "roundtrip.gguf";

@@ -22,13 +22,19 @@
 #include "serve/speculative.h"
 #include "serve/speculative_batch.h"
 #include "test_support.h"
+#include "tolerance.h"
 #include "uncertainty/uncertainty.h"
 #include "util/error.h"
 
 using namespace drafteu;
 using namespace drafteu::serve;
+using drafteu::test::is_close;
 
 namespace {
+
+// float32 per-token log-probs, and the EU terms summed from them (tests/tolerance.h).
+const test::Tolerance kLogProbTol = test::tolerance(test::Dtype::kFloat32, test::Op::kForward);
+const test::Tolerance kEuTol = test::tolerance(test::Dtype::kFloat32, test::Op::kLogProbSum);
 
 // Chi-square critical value at significance 0.001 (Wilson-Hilferty; within ~1% for df >= 3).
 double chi2_critical_001(int df) {
@@ -288,7 +294,7 @@ TEST(Speculative, GreedyEqualsTargetAndRecordsMatchDirectComputation) {
   ASSERT_EQ(r.tokens.size(), plain.size());
   for (size_t i = 0; i < plain.size(); ++i) {
     EXPECT_EQ(r.tokens[i].id, plain[i].id) << "token " << i;
-    EXPECT_NEAR(r.tokens[i].logprob, plain[i].logprob, 1e-4) << "token " << i;
+    EXPECT_TRUE(is_close(r.tokens[i].logprob, plain[i].logprob, kLogProbTol)) << "token " << i;
   }
   EXPECT_LT(r.stats.accepted, r.stats.proposed) << "drafts too close: no rejection exercised";
   EXPECT_GT(r.stats.accepted, 0);
@@ -306,10 +312,10 @@ TEST(Speculative, GreedyEqualsTargetAndRecordsMatchDirectComputation) {
   for (int64_t i = 0; i < T; ++i) {
     const auto& u = r.tokens[static_cast<size_t>(i)].uncertainty;
     ASSERT_TRUE(u.has_value());
-    EXPECT_NEAR(u->jsd, est.jsd[i].item<double>(), 1e-5) << "jsd, token " << i;
-    EXPECT_NEAR(u->bias, est.bias[i].item<double>(), 1e-5) << "bias, token " << i;
-    EXPECT_NEAR(u->eu_hat, est.eu_hat[i].item<double>(), 1e-5) << "eu_hat, token " << i;
-    EXPECT_NEAR(u->entropy, h[i].item<double>(), 1e-5) << "entropy, token " << i;
+    EXPECT_TRUE(is_close(u->jsd, est.jsd[i].item<double>(), kEuTol)) << "jsd, token " << i;
+    EXPECT_TRUE(is_close(u->bias, est.bias[i].item<double>(), kEuTol)) << "bias, token " << i;
+    EXPECT_TRUE(is_close(u->eu_hat, est.eu_hat[i].item<double>(), kEuTol)) << "eu_hat, token " << i;
+    EXPECT_TRUE(is_close(u->entropy, h[i].item<double>(), kEuTol)) << "entropy, token " << i;
   }
   EXPECT_GT(est.eu_hat.max().item<double>(), 0.0);
 }
@@ -413,10 +419,11 @@ TEST(Speculative, BatchedRowsMatchAloneAndCachesMatchFreshDecode) {
     for (size_t j = 0; j < a.tokens.size(); ++j) {
       EXPECT_EQ(t.tokens[j].id, a.tokens[j].id) << "case " << i << " token " << j;
       EXPECT_EQ(t.tokens[j].accepted, a.tokens[j].accepted) << "case " << i << " token " << j;
-      EXPECT_NEAR(t.tokens[j].logprob, a.tokens[j].logprob, 1e-4);
+      EXPECT_TRUE(is_close(t.tokens[j].logprob, a.tokens[j].logprob, kLogProbTol));
       ASSERT_TRUE(t.tokens[j].uncertainty && a.tokens[j].uncertainty);
-      EXPECT_NEAR(t.tokens[j].uncertainty->eu_hat, a.tokens[j].uncertainty->eu_hat, 1e-5);
-      EXPECT_NEAR(t.tokens[j].uncertainty->jsd, a.tokens[j].uncertainty->jsd, 1e-5);
+      EXPECT_TRUE(
+          is_close(t.tokens[j].uncertainty->eu_hat, a.tokens[j].uncertainty->eu_hat, kEuTol));
+      EXPECT_TRUE(is_close(t.tokens[j].uncertainty->jsd, a.tokens[j].uncertainty->jsd, kEuTol));
       ASSERT_EQ(t.tokens[j].top_logprobs.size(), 2u);
       EXPECT_EQ(t.tokens[j].top_logprobs[0].first, a.tokens[j].top_logprobs[0].first);
     }
@@ -462,7 +469,8 @@ TEST(Speculative, ReferenceAdapterKeepsOutputAndChangesReference) {
   auto dlog = torch::log_softmax(st.drafts->forward(ids).select(1, 0).narrow(1, L - 1, T), -1);
   auto bias = uncertainty::bias_term(dlog, ref);
   for (int64_t i = 0; i < T; ++i)
-    EXPECT_NEAR(r.tokens[static_cast<size_t>(i)].uncertainty->bias, bias[i].item<double>(), 1e-5);
+    EXPECT_TRUE(is_close(r.tokens[static_cast<size_t>(i)].uncertainty->bias, bias[i].item<double>(),
+                         kEuTol));
 }
 
 TEST(Speculative, UncertaintyStopAndFlags) {
@@ -801,8 +809,8 @@ TEST(Server, ConcurrentClientsMatchSequentialResults) {
     EXPECT_EQ(a["logprobs"]["tokens"], e["logprobs"]["tokens"]) << "request " << i;
     ASSERT_EQ(a["uncertainty"].size(), e["uncertainty"].size());
     for (size_t k = 0; k < a["uncertainty"].size(); ++k)
-      EXPECT_NEAR(a["uncertainty"][k]["eu_hat"].get<double>(),
-                  e["uncertainty"][k]["eu_hat"].get<double>(), 1e-5);
+      EXPECT_TRUE(is_close(a["uncertainty"][k]["eu_hat"].get<double>(),
+                           e["uncertainty"][k]["eu_hat"].get<double>(), kEuTol));
   }
   // They were decoded together: some rounds held several requests.
   auto met = live().client().Get("/metrics");

@@ -6,7 +6,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${DRAFTEU_BUILD_DIR:-$root/build}
 mode=${1:-demo}; shift || true
-"$root/tools/setup.sh" "$build"
+case $mode in
+  demo) "$root/tools/setup.sh" "$build" drafteu_cli ;;  # the demo runs only the CLI
+  *) "$root/tools/setup.sh" "$build" ;;
+esac
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 case $mode in
   demo)

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install what is missing (Debian 12, apt), make libtorch run on OpenBLAS (openmp), configure, build.
-# Usage: tools/setup.sh [BUILD_DIR]   (default: build)
+# Usage: tools/setup.sh [BUILD_DIR [TARGET...]]   (default: build, every target)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
+shift || true
+targets=("$@")  # e.g. drafteu_cli: only the CLI, not the tests and benchmarks
 
 packages=(build-essential cmake ninja-build pkg-config ccache git
           libtorch-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libpcre2-dev
-          libcpp-httplib-dev libgtest-dev libgmock-dev libbenchmark-dev
+          libcpp-httplib-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
           python3-torch gnuplot-nox chromium)
 missing=()
 for p in "${packages[@]}"; do
@@ -40,4 +42,8 @@ command -v ninja >/dev/null && generator=(-G Ninja)
 if [[ ! -f $build/CMakeCache.txt ]]; then
   cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
 fi
-cmake --build "$build" --parallel "$(nproc)"
+if ((${#targets[@]})); then
+  cmake --build "$build" --parallel "$(nproc)" --target "${targets[@]}"
+else
+  cmake --build "$build" --parallel "$(nproc)"
+fi

@@ -5,20 +5,22 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <set>
 
 #include "distill/checkpoint.h"
 #include "distill/config.h"
 #include "distill/manifest.h"
-#include "distill/progress.h"
 #include "family/peft.h"
 #include "family/seeding.h"
 #include "model/autocast.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/progress.h"
 
 namespace drafteu::distill {
 
@@ -122,9 +124,13 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
   TrainResult result;
   result.total_steps = steps;
   result.steps_done = start;
-  Progress progress(objective.name(), steps, start, config.log_every, config.progress);
+  std::optional<ProgressBar> progress;
+  if (config.progress)
+    progress.emplace(objective.name(), steps, "steps")
+        .resume_from(start)
+        .log_every(config.log_every);
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t done_this_run = 0;
+  int64_t done_this_run = 0, tokens_this_run = 0;
   for (int64_t step = start; step < steps; ++step) {
     const double lr = config.lr * lr_multiplier(config.schedule, step, steps);
     for (auto& group : optimizer.param_groups())
@@ -172,7 +178,15 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
     for (const auto& [k, v] : extra)
       line[k] = v / static_cast<double>(std::max<int64_t>(micro_count, 1));
     metrics << line.dump() << "\n" << std::flush;
-    progress.update(step + 1, loss, tokens);
+    tokens_this_run += tokens;
+    if (progress) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      char status[64];
+      std::snprintf(status, sizeof status, "loss %.4f, %.0f tok/s", loss,
+                    secs > 0 ? static_cast<double>(tokens_this_run) / secs : 0.0);
+      progress->update(step + 1, status);
+    }
     result.steps_done = step + 1;
     ++done_this_run;
     const bool last = step + 1 == steps;
@@ -186,11 +200,11 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
       save_checkpoint(out, step + 1, adapter, optimizer, st, config.keep_checkpoints);
     }
     if (stop) {
-      progress.finish();
+      if (progress) progress->finish();
       return result;
     }
   }
-  progress.finish();
+  if (progress) progress->finish();
 
   std::set<int64_t> seen;
   for (int64_t g = 0; g < micros; ++g)

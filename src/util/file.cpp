@@ -8,8 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <random>
 
+#include "util/atomic_writer.h"
 #include "util/error.h"
 
 namespace drafteu {
@@ -24,33 +24,9 @@ std::string read_text_file(const std::filesystem::path& path) {
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data) {
-  std::random_device rd;
-  auto tmp = path;
-  tmp += cat(".tmp.", ::getpid(), ".", rd());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path.string(), ": cannot create ", tmp.string(), ": ", std::strerror(errno));
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int e = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail(path.string(), ": write failed: ", std::strerror(e));
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail(path.string(), ": fsync/close failed: ", std::strerror(errno));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    ::unlink(tmp.c_str());
-    fail(path.string(), ": rename failed: ", ec.message());
-  }
+  AtomicWriter writer(path);
+  writer.write(data.data(), data.size());
+  writer.commit();
 }
 
 MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {

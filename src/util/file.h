@@ -10,7 +10,8 @@ namespace drafteu {
 
 std::string read_text_file(const std::filesystem::path& path);
 
-// Writes `data` to `path` so that readers see the old file or the whole new one, never a part.
+// Writes `data` to `path` so that readers see the old file or the whole new one, never a part
+// (util/atomic_writer.h: temp file, fsync, rename, fsync of the directory).
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
 
 // A read-only memory map of a whole file; movable, not copyable.

@@ -30,12 +30,24 @@ ProgressBar::ProgressBar(std::string label, int64_t total, std::string unit, dou
       begin_(std::chrono::steady_clock::now()),
       last_draw_(begin_) {}
 
+ProgressBar& ProgressBar::resume_from(int64_t done) {
+  start_ = done_ = done;
+  return *this;
+}
+
+ProgressBar& ProgressBar::log_every(int64_t items) {
+  log_every_ = items;
+  return *this;
+}
+
 void ProgressBar::update(int64_t done, const std::string& status) {
   done_ = done;
   status_ = status;
   auto now = std::chrono::steady_clock::now();
   double since = std::chrono::duration<double>(now - last_draw_).count();
-  if (since >= (tty_ ? 0.1 : log_seconds_)) {
+  const bool due = tty_ || log_every_ <= 0 ? since >= (tty_ ? 0.1 : log_seconds_)
+                                           : done % log_every_ == 0 || done == total_;
+  if (due) {
     last_draw_ = now;
     draw(false);
   }
@@ -49,7 +61,7 @@ void ProgressBar::finish() {
 
 void ProgressBar::draw(bool final) {
   double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_).count();
-  double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0;
+  double rate = elapsed > 0 ? static_cast<double>(done_ - start_) / elapsed : 0;
   std::string eta =
       total_ > 0 && rate > 0 ? format_duration(static_cast<double>(total_ - done_) / rate) : "?";
   char head[160];

@@ -3,10 +3,10 @@
 #include <set>
 #include <utility>
 
-#include "model/io/atomic_writer.h"
 #include "model/io/checked.h"
 #include "model/io/gguf.h"
 #include "model/io/gguf_detail.h"
+#include "util/atomic_writer.h"
 #include "util/error.h"
 
 namespace drafteu::io {

@@ -4,9 +4,9 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "model/io/atomic_writer.h"
 #include "model/io/checked.h"
 #include "model/io/safetensors.h"
+#include "util/atomic_writer.h"
 #include "util/error.h"
 
 namespace drafteu::io {

@@ -13,7 +13,7 @@ namespace drafteu::tok {
 namespace {
 constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581 "▁"
 
-uint64_t pair_key(int32_t a, int32_t b) {
+uint64_t spm_pair_key(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
 }
 
@@ -67,7 +67,7 @@ SpmTokenizer::SpmTokenizer(CommonSpec common, SpmSpec spec)
       if (!ia) fail(where, ": token \"", a, "\" is not in the vocabulary");
       if (!ib) fail(where, ": token \"", b, "\" is not in the vocabulary");
       if (!ic) fail(where, ": merged token \"", a + b, "\" is not in the vocabulary");
-      merges_.emplace(pair_key(*ia, *ib), Merge{static_cast<int32_t>(r), *ic});
+      merges_.emplace(spm_pair_key(*ia, *ib), Merge{static_cast<int32_t>(r), *ic});
     }
   }
   set_chat_format(detect_chat_format(*this, true, common_.chat_template));
@@ -112,7 +112,7 @@ void SpmTokenizer::encode_text(std::string_view text, bool after_added,
   if (spec_.use_merges) {
     merge_symbols(syms, [this](const Symbol& l, const Symbol& r) -> std::optional<MergeCandidate> {
       if (l.id < 0 || r.id < 0) return std::nullopt;
-      auto it = merges_.find(pair_key(l.id, r.id));
+      auto it = merges_.find(spm_pair_key(l.id, r.id));
       if (it == merges_.end()) return std::nullopt;
       return MergeCandidate{-static_cast<double>(it->second.rank), it->second.id};
     });

@@ -1,11 +1,13 @@
-// Streams a file to a temp name beside `path`, then fsync + rename: readers never see a partial
-// file, and multi-GB checkpoints are written without building them in memory.
+// Streams a file to a temp name beside `path`, then fsync, rename and fsync of the directory:
+// readers never see a partial file, the new file survives a crash once commit() returns, and
+// multi-GB checkpoints are written without building them in memory. The one atomic writer:
+// write_file_atomic (util/file.h) is a whole string through it.
 #pragma once
 #include <cstddef>
 #include <filesystem>
 #include <string>
 
-namespace drafteu::io {
+namespace drafteu {
 
 class AtomicWriter {
  public:
@@ -27,4 +29,4 @@ class AtomicWriter {
   size_t written_ = 0;
 };
 
-}  // namespace drafteu::io
+}  // namespace drafteu

@@ -1,4 +1,4 @@
-#include "model/io/atomic_writer.h"
+#include "util/atomic_writer.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -10,7 +10,7 @@
 
 #include "util/error.h"
 
-namespace drafteu::io {
+namespace drafteu {
 
 AtomicWriter::AtomicWriter(const std::filesystem::path& path) : path_(path) {
   std::random_device rd;
@@ -90,4 +90,4 @@ void AtomicWriter::commit() {
   }
 }
 
-}  // namespace drafteu::io
+}  // namespace drafteu

@@ -1,0 +1,1 @@
+drafteu_test(test_ops DEPS drafteu_family)
