@@ -13,8 +13,10 @@
 #include "model/io/dtype.h"
 #include "model/io/gguf.h"
 #include "model/io/safetensors.h"
+#include "test_errors.h"
 #include "test_support.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace fs = std::filesystem;
 using namespace drafteu::io;
@@ -450,6 +452,68 @@ TEST(Safetensors, RejectsMalformedFiles) {
       {"'a'", "twice"});
   check("bad_metadata", st_bytes(R"({"__metadata__":{"k":1}})"), {"__metadata__", "'k'"});
   check("entry_not_object", st_bytes(R"({"w":[1]})"), {"'w'", "not a JSON object"});
+}
+
+// Hostile headers found by fuzzing and by hand (issue 14): each once crashed or overflowed.
+TEST(Safetensors, RejectsHostileHeaders) {
+  auto dir = drafteu::test::scratch_dir("io_st_hostile");
+  auto error_for = [&](const std::string& name, const std::string& header,
+                       const std::string& data = "") {
+    fs::path p = dir / (name + ".safetensors");
+    write_bytes(p, st_bytes(header, data));
+    try {
+      SafetensorsFile f(p);
+    } catch (const Error& e) {
+      std::string msg = e.what();
+      EXPECT_NE(msg.find(p.string()), std::string::npos) << msg;
+      return msg;
+    }
+    return std::string("(accepted)");
+  };
+  // 200k levels of nesting in a shape and in __metadata__: dump() in the error message used to
+  // overflow the stack.
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  EXPECT_NE(error_for("deep_shape",
+                      R"({"w":{"dtype":"F32","shape":)" + deep + R"(,"data_offsets":[0,0]}})")
+                .find("nests deeper than"),
+            std::string::npos);
+  EXPECT_NE(error_for("deep_meta", R"({"__metadata__":{"k":)" + deep + "}}").find("nests deeper"),
+            std::string::npos);
+  // A value just within the depth limit, but huge: the message previews it, never dumps it.
+  std::string wide = "[1";
+  for (int i = 0; i < 50000; ++i) wide += ",1";
+  wide += "]";
+  const std::string msg = error_for("wide_meta", R"({"__metadata__":{"k":)" + wide + "}}");
+  EXPECT_NE(msg.find("'k'"), std::string::npos) << msg;
+  EXPECT_LT(msg.size(), 1000u);
+  // 2^31 * 2^32 elements before a zero: 0 bytes, but numel() arithmetic overflowed int64.
+  EXPECT_NE(
+      error_for("numel_overflow",
+                R"({"w":{"dtype":"U8","shape":[2147483648,4294967296,0],"data_offsets":[0,0]}})")
+          .find("overflow"),
+      std::string::npos);
+  TensorView v;
+  v.name = "huge";
+  v.shape = {int64_t{1} << 40, int64_t{1} << 40};
+  EXPECT_THROW(v.numel(), Error);
+  v.shape = {3, 0, 5};
+  EXPECT_EQ(v.numel(), 0);
+}
+
+TEST(Json, DepthLimitSkipsStringsAndNamesTheSource) {
+  using drafteu::check_json_depth;
+  EXPECT_NO_THROW(check_json_depth(R"({"a": "[[[[[[[[", "b": "\"[[[["})", "x.json", 2));
+  EXPECT_NO_THROW(check_json_depth("[[]]", "x.json", 2));
+  const std::string err = drafteu::test::error_of([] { check_json_depth("[[[]]]", "x.json", 2); });
+  EXPECT_NE(err.find("x.json"), std::string::npos) << err;
+  EXPECT_NE(err.find("deeper than 2"), std::string::npos) << err;
+  // The limit holds for the parser and the file reader too.
+  const std::string deep = std::string(1000, '[') + std::string(1000, ']');
+  EXPECT_THROW(drafteu::parse_json(deep, "deep"), Error);
+  EXPECT_EQ(drafteu::parse_json("[[1]]", "ok"), json::parse("[[1]]"));
+  EXPECT_EQ(drafteu::json_preview(json("abc")), "\"abc\"");
+  EXPECT_EQ(drafteu::json_preview(json::array({1, 2})), "an array of 2 elements");
+  EXPECT_LE(drafteu::json_preview(json(std::string(500, 'x'))).size(), 70u);
 }
 
 TEST(Safetensors, CheckpointSingleAndSharded) {

@@ -518,6 +518,62 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
   EXPECT_NE(err.find("tokenizer_config.json: bos_token"), std::string::npos) << err;
 }
 
+// Hostile tokenizer.json files (issue 14): each used to crash, hang or allocate gigabytes.
+TEST(TokenizerErrors, HostileTokenizerJson) {
+  const fs::path dir = test::scratch_dir("tok_hostile");
+  const std::string vocab = R"("model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []})";
+  auto error_for = [&](const std::string& name, const std::string& text) {
+    const fs::path file = dir / (name + ".json");
+    write(file, text);
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string err = test::error_of([&] { load_tokenizer_json(file); });
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0)
+        << name;
+    EXPECT_NE(err.find(file.string()), std::string::npos) << name << ": " << err;
+    return err;
+  };
+  // 200k levels in decoder / pre_tokenizer: the recursive type search overflowed the stack.
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  EXPECT_NE(
+      error_for("deep_decoder", "{" + vocab + R"(, "decoder": )" + deep + "}").find("nests deeper"),
+      std::string::npos);
+  EXPECT_NE(error_for("deep_pre", "{" + vocab + R"(, "pre_tokenizer": {"type": "Sequence", "x": )" +
+                                      deep + "}}")
+                .find("nests deeper"),
+            std::string::npos);
+  // One id of 2^24 in a tiny file once sized every table (3.7 GB).
+  for (int64_t id : {int64_t{1} << 20, int64_t{1} << 24, int64_t{1} << 27}) {
+    const std::string err = error_for(
+        "huge_id", R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": )" + std::to_string(id) +
+                       R"(}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}})");
+    EXPECT_NE(err.find("model.vocab"), std::string::npos) << err;
+  }
+  // A ByteLevel decoder without a pre_tokenizer: a missing key read through const operator[].
+  EXPECT_NE(error_for("no_pre", "{" + vocab + R"(, "decoder": {"type": "ByteLevel"}})")
+                .find("pre_tokenizer"),
+            std::string::npos);
+  // A post-processor whose SpecialToken is not an object.
+  error_for("bad_post", "{" + vocab +
+                            R"(, "pre_tokenizer": {"type": "ByteLevel"}, "post_processor":
+                            {"type": "TemplateProcessing", "single": [{"SpecialToken": 5}]}})");
+}
+
+TEST(TokenizerErrors, SplitRegexEdgeCases) {
+  // "$" matches empty at the very end: the step past it read one byte beyond the text.
+  std::vector<std::string_view> parts;
+  const std::string text = "ab";
+  tok::RegexSplitter("$").split(std::string_view(text).substr(0, 2), parts);
+  ASSERT_EQ(parts.size(), 1u);
+  EXPECT_EQ(parts[0], "ab");
+  // Catastrophic backtracking ends in an error, not a hang.
+  tok::RegexSplitter bad("(a|a)*$");
+  parts.clear();
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string err = test::error_of([&] { bad.split(std::string(40, 'a') + "!", parts); });
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  EXPECT_NE(err.find("backtracking limit"), std::string::npos) << err;
+}
+
 TEST(TokenizerErrors, GgufVocabKeys) {
   const fs::path file = test::scratch_dir("tok_gguf_bad") / "bad.gguf";
   std::map<std::string, io::GgufValue> md;

@@ -23,4 +23,16 @@ inline std::optional<int64_t> checked_numel(const std::vector<int64_t>& dims) {
   return static_cast<int64_t>(*n);
 }
 
+// Whether every running product of `dims` (non-negative) fits int64, zeros included: a shape
+// like [2^31, 2^32, 0] has 0 elements, but numel() arithmetic over it would overflow first.
+inline bool checked_numel_prefixes(const std::vector<int64_t>& dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) {
+    if (d < 0) return false;
+    if (d == 0) continue;
+    if (__builtin_mul_overflow(n, d, &n)) return false;
+  }
+  return true;
+}
+
 }  // namespace drafteu::io::detail

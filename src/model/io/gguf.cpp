@@ -200,7 +200,7 @@ GgufFile::GgufFile(const std::filesystem::path& path) : map_(path) {
     t.dtype = detail::ggml_to_dtype(t.type);
     t.shape.assign(t.ne.rbegin(), t.ne.rend());
     auto nbytes = detail::checked_nbytes(t.ne, elem);
-    if (!nbytes) c.bad(what, ": shape overflows");
+    if (!nbytes || !detail::checked_numel_prefixes(t.ne)) c.bad(what, ": shape overflows");
     t.nbytes = *nbytes;
     tensors_.push_back(std::move(t));
   }

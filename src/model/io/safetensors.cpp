@@ -9,6 +9,7 @@
 #include "model/io/checked.h"
 #include "model/io/safetensors.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::io {
 namespace {
@@ -37,6 +38,12 @@ bool as_u64(const nlohmann::json& j, uint64_t* out) {
   return false;
 }
 
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s;
+}
+
 TensorView parse_entry(const std::filesystem::path& path, const std::string& name,
                        const nlohmann::json& e, uint64_t buffer_size, uint64_t* begin_out) {
   if (!e.is_object()) bad(path, "tensor '", name, "': entry is not a JSON object");
@@ -58,7 +65,7 @@ TensorView parse_entry(const std::filesystem::path& path, const std::string& nam
     uint64_t v = 0;
     if (!as_u64(d, &v) || v > static_cast<uint64_t>(INT64_MAX))
       bad(path, "tensor '", name, "': field 'shape' must hold non-negative integers, got ",
-          d.dump());
+          json_preview(d));
     t.shape.push_back(static_cast<int64_t>(v));
   }
 
@@ -74,11 +81,13 @@ TensorView parse_entry(const std::filesystem::path& path, const std::string& nam
     bad(path, "tensor '", name, "': data_offsets [", begin, ", ", end,
         "] run past the data buffer of ", buffer_size, " bytes");
 
+  // Every prefix product must fit int64 too: a zero dimension after huge ones gives 0 bytes.
   auto expected = detail::checked_nbytes(t.shape, dtype_size(t.dtype));
-  if (!expected) bad(path, "tensor '", name, "': shape is too large (overflow)");
+  if (!expected || !detail::checked_numel_prefixes(t.shape))
+    bad(path, "tensor '", name, "': shape is too large (overflow)");
   if (*expected != end - begin)
-    bad(path, "tensor '", name, "': data_offsets span ", end - begin, " bytes but shape ",
-        sh->dump(), " of ", dtype_name(t.dtype), " needs ", *expected);
+    bad(path, "tensor '", name, "': data_offsets span ", end - begin, " bytes but shape [",
+        shape_text(t.shape), "] of ", dtype_name(t.dtype), " needs ", *expected);
   t.nbytes = static_cast<size_t>(end - begin);
   *begin_out = begin;
   return t;
@@ -88,7 +97,9 @@ TensorView parse_entry(const std::filesystem::path& path, const std::string& nam
 
 int64_t TensorView::numel() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(n, d, &n))
+      fail("tensor '", name, "': shape overflows int64");
   return n;
 }
 
@@ -116,6 +127,7 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : map_(path)
   };
   nlohmann::json header;
   const char* text = reinterpret_cast<const char*>(map_.data() + 8);
+  check_json_depth(std::string_view(text, header_len), cat(path.string(), ": header"));
   try {
     header = nlohmann::json::parse(text, text + header_len, on_event);
   } catch (const nlohmann::json::exception& e) {
@@ -130,7 +142,8 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : map_(path)
       if (!e.is_object()) bad(path, "field '__metadata__' is not a JSON object");
       for (const auto& [k, v] : e.items()) {
         if (!v.is_string())
-          bad(path, "field '__metadata__' key '", k, "' must map to a string, got ", v.dump());
+          bad(path, "field '__metadata__' key '", k, "' must map to a string, got ",
+              json_preview(v));
         metadata_[k] = v.get<std::string>();
       }
       continue;

@@ -5,6 +5,7 @@
 
 #include "model/io/safetensors.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::io {
 namespace fs = std::filesystem;
@@ -20,12 +21,7 @@ struct Index {
 };
 
 Index read_index(const fs::path& index_path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_text_file(index_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail(index_path.string(), ": not valid JSON: ", e.what());
-  }
+  const nlohmann::json j = parse_json(read_text_file(index_path), index_path.string());
   if (!j.is_object()) fail(index_path.string(), ": not a JSON object");
   auto wm = j.find("weight_map");
   if (wm == j.end() || !wm->is_object())
@@ -34,7 +30,7 @@ Index read_index(const fs::path& index_path) {
   for (const auto& [tensor, shard] : wm->items()) {
     if (!shard.is_string() || shard.get_ref<const std::string&>().empty())
       fail(index_path.string(), ": weight_map entry for tensor '", tensor,
-           "' is not a file name: ", shard.dump());
+           "' is not a file name: ", json_preview(shard));
     const auto& s = shard.get_ref<const std::string&>();
     if (std::find(idx.shards.begin(), idx.shards.end(), s) == idx.shards.end())
       idx.shards.push_back(s);

@@ -4,6 +4,7 @@
 
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace drafteu::tok {
 
@@ -12,11 +13,7 @@ using nlohmann::json;
 
 namespace {
 json parse_file(const fs::path& p) {
-  try {
-    return json::parse(read_text_file(p));
-  } catch (const json::parse_error& e) {
-    fail(p.string(), ": not valid JSON: ", e.what());
-  }
+  return parse_json(read_text_file(p), p.string());
 }
 
 // A token name is a string or an AddedToken object {"content": ...}; null means none.

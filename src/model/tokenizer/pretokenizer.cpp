@@ -3,6 +3,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
+
 #include "model/tokenizer/utf8.h"
 #include "util/error.h"
 
@@ -20,6 +22,18 @@ struct MatchData {
     if (!md) fail("pcre2: out of memory");
   }
   ~MatchData() { pcre2_match_data_free(md); }
+};
+
+// Bounds PCRE2's backtracking, so a hostile Split pattern in tokenizer.json ends in an error
+// rather than a hang. Real pre-tokenizer patterns need a few dozen steps per piece.
+struct MatchLimits {
+  pcre2_match_context* ctx;
+  MatchLimits() : ctx(pcre2_match_context_create(nullptr)) {
+    if (!ctx) fail("pcre2: out of memory");
+    pcre2_set_match_limit(ctx, 10'000'000);
+    pcre2_set_depth_limit(ctx, 100'000);
+  }
+  ~MatchLimits() { pcre2_match_context_free(ctx); }
 };
 }  // namespace
 
@@ -59,17 +73,21 @@ void RegexSplitter::split(std::string_view text, std::vector<std::string_view>& 
 void RegexSplitter::split_valid(std::string_view text, std::vector<std::string_view>& out) const {
   const pcre2_code* code = code_of(code_);
   MatchData m(code);
+  MatchLimits limits;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t last = 0, offset = 0;
   while (offset < text.size()) {
     const int rc =
-        pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, m.md, nullptr);
+        pcre2_match(code, subject, text.size(), offset, PCRE2_NO_UTF_CHECK, m.md, limits.ctx);
     if (rc == PCRE2_ERROR_NOMATCH) break;
+    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT)
+      fail("pre-tokenizer regex '", pattern_, "' exceeds its backtracking limit on this text");
     if (rc < 0) fail("pcre2_match failed with code ", rc);
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(m.md);
     const size_t s = ov[0], e = ov[1];
-    if (e == s) {  // an empty match splits nothing; step one character past it
-      offset = s + utf8_seq_len(text, s);
+    if (e == s) {                   // an empty match splits nothing; step one character past it
+      if (s >= text.size()) break;  // e.g. "$" matches at the very end
+      offset = s + std::max<size_t>(1, utf8_seq_len(text, s));
       continue;
     }
     if (s > last) out.push_back(text.substr(last, s - last));

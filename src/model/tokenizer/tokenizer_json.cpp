@@ -11,6 +11,7 @@
 #include "model/tokenizer/spm_tokenizer.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace drafteu {
 
@@ -19,6 +20,7 @@ using nlohmann::json;
 
 namespace {
 const std::string kSpace = "\xE2\x96\x81";  // "▁"
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
 
 // Parsing context: every error names the file and the field.
 struct Reader {
@@ -38,13 +40,28 @@ std::string type_of(const json& node) {
              : "";
 }
 
-// The first node of `type` in a component tree (Sequence members included).
-const json* find_type(const json& node, const std::string& type) {
-  if (type_of(node) == type) return &node;
-  if (node.is_object() || node.is_array())
-    for (const json& child : node)
-      if (const json* f = find_type(child, type)) return f;
+// The first node of `type` in a component tree (Sequence members included), depth first with
+// an explicit stack: the tree's depth is the file's to choose.
+const json* find_type(const json& root, const std::string& type) {
+  std::vector<const json*> stack{&root};
+  while (!stack.empty()) {
+    const json* node = stack.back();
+    stack.pop_back();
+    if (type_of(*node) == type) return node;
+    if (!node->is_object() && !node->is_array()) continue;
+    const size_t first = stack.size();
+    for (const json& child : *node) stack.push_back(&child);
+    std::reverse(stack.begin() + static_cast<std::ptrdiff_t>(first), stack.end());  // in order
+  }
   return nullptr;
+}
+
+// A member of an object, or null when absent (const operator[] on a missing key is undefined).
+const json& member(const json& node, const char* key) {
+  static const json none;
+  if (!node.is_object()) return none;
+  auto it = node.find(key);
+  return it == node.end() ? none : *it;
 }
 
 bool flag(const json& node, const char* key, bool fallback) {
@@ -90,6 +107,14 @@ tok::CommonSpec read_vocab(const Reader& r, bool byte_fallback) {
   int64_t size = 0;
   for (const auto& e : entries) size = std::max(size, e.second + 1);
   for (const auto& a : added) size = std::max(size, a.id + 1);
+  // The largest id sizes every table: bound it by the tokens actually given (holes are padding,
+  // a few per cent in real files), so a small file cannot claim a huge vocabulary.
+  const auto given = static_cast<int64_t>(entries.size() + added.size());
+  if (size > kMaxVocab)
+    r.bad("model.vocab", "largest id ", size - 1, " exceeds the limit of ", kMaxVocab, " tokens");
+  if (size - given > std::max<int64_t>(given, 1024))
+    r.bad("model.vocab", "largest id ", size - 1, " leaves ", size - given, " of ", size,
+          " ids unused (only ", given, " tokens are defined)");
   tok::CommonSpec c;
   c.tokens.assign(static_cast<size_t>(size), "");
   c.types.assign(static_cast<size_t>(size), tok::kUnused);
@@ -191,7 +216,7 @@ void read_specials(const Reader& r, tok::CommonSpec& c, std::vector<std::string>
 }
 
 std::unique_ptr<Tokenizer> load_byte_level(const Reader& r) {
-  const json& pre = r.j["pre_tokenizer"];
+  const json& pre = member(r.j, "pre_tokenizer");
   tok::BpeSpec spec;
   std::string field = "pre_tokenizer";
   const json* split = nullptr;
@@ -304,11 +329,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const fs::path& path) {
   Reader r;
   r.file = fs::is_directory(path) ? path / "tokenizer.json" : path;
   if (!fs::is_regular_file(r.file)) fail(r.file.string(), ": no such file");
-  try {
-    r.j = json::parse(read_text_file(r.file));
-  } catch (const json::parse_error& e) {
-    fail(r.file.string(), ": not valid JSON: ", e.what());
-  }
+  r.j = parse_json(read_text_file(r.file), r.file.string());
   if (!r.j.is_object()) fail(r.file.string(), ": expected a JSON object");
   r.side = tok::read_hf_sidecar(r.file.parent_path());
   if (!r.j.contains("model") || !r.j["model"].is_object())
@@ -316,10 +337,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const fs::path& path) {
   const json& model = r.j["model"];
   if (!model.contains("vocab") || !model["vocab"].is_object())
     r.bad("model.vocab", "missing or not an object");
-  const json none;
-  auto component = [&](const char* key) -> const json& {
-    return r.j.contains(key) ? r.j[key] : none;
-  };
+  auto component = [&](const char* key) -> const json& { return member(r.j, key); };
   const bool spm = flag(model, "byte_fallback", false) ||
                    find_type(component("decoder"), "ByteFallback") ||
                    find_type(component("pre_tokenizer"), "Metaspace") ||
