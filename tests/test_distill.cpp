@@ -349,7 +349,7 @@ TEST(Osd, FamilyTeachersAreTheFamilysMembersSampledTwoAtATime) {
       const auto idx = osd_teacher_members(osd, ctx);
       ASSERT_EQ(idx.size(), 2u);
       EXPECT_NE(idx[0], idx[1]);
-      const auto teachers = osd_teachers(*target, osd, ctx);
+      const auto teachers = OsdTeachers(*target, osd).for_step(ctx);
       ASSERT_EQ(teachers.size(), 2u);
       for (size_t k = 0; k < 2; ++k) {
         ASSERT_TRUE(idx[k] >= 0 && idx[k] < 3);
@@ -362,7 +362,7 @@ TEST(Osd, FamilyTeachersAreTheFamilysMembersSampledTwoAtATime) {
   for (int u : used) EXPECT_GT(u, 0) << "every member teaches";
 
   osd.teachers = "posterior";  // fresh draws: never one of the family's members
-  const auto fresh = osd_teachers(*target, osd, StepContext{5, 0, 0});
+  const auto fresh = OsdTeachers(*target, osd).for_step(StepContext{5, 0, 0});
   ASSERT_EQ(fresh.size(), 2u);
   for (const auto& t : fresh)
     for (int64_t m = 0; m < 3; ++m) EXPECT_FALSE(same_deltas(t, family.member(m)));

@@ -542,18 +542,28 @@ TEST(TestbedModels, PretrainStepsReduceLossOnAFixedBatch) {
   EXPECT_EQ(pretrain(*model2, seqs, po).losses, stats.losses);
 }
 
+// Six encoded corpus texts whose loss counts from each sequence's middle on.
+struct HalfLossCorpus {
+  std::unique_ptr<Tokenizer> tok;
+  std::vector<std::vector<int64_t>> seqs;
+  std::vector<size_t> loss_from;
+};
+HalfLossCorpus half_loss_corpus() {
+  HalfLossCorpus c;
+  const auto texts = corpus(6);
+  c.tok = tokenizer_from_gguf_vocab(train_bpe_vocab(texts, {320, 2, true}));
+  for (const auto& t : texts) {
+    auto ids = c.tok->encode(t, true);
+    c.seqs.emplace_back(ids.begin(), ids.end());
+    c.loss_from.push_back(c.seqs.back().size() / 2);
+  }
+  return c;
+}
+
 // The answer-only loss: step 0's loss (before any update) equals the cross-entropy over exactly
 // the tokens from loss_from on, computed here sequence by sequence; the token count matches.
 TEST(TestbedModels, AnswerOnlyLossCountsOnlyTokensFromLossFrom) {
-  const auto texts = corpus(6);
-  auto tok = tokenizer_from_gguf_vocab(train_bpe_vocab(texts, {320, 2, true}));
-  std::vector<std::vector<int64_t>> seqs;
-  std::vector<size_t> loss_from;
-  for (const auto& t : texts) {
-    auto ids = tok->encode(t, true);
-    seqs.emplace_back(ids.begin(), ids.end());
-    loss_from.push_back(seqs.back().size() / 2);
-  }
+  const auto [tok, seqs, loss_from] = half_loss_corpus();
   auto model = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size(), 256), 5);
   double nll = 0;
   int64_t counted = 0;
@@ -581,15 +591,7 @@ TEST(TestbedModels, AnswerOnlyLossCountsOnlyTokensFromLossFrom) {
 // tokens, computed here sequence by sequence in float64; and KD moves the student towards the
 // teacher (the KL falls well below where cross-entropy training alone leaves it).
 TEST(TestbedModels, DistillationLossIsTheForwardKLToTheTeacher) {
-  const auto texts = corpus(6);
-  auto tok = tokenizer_from_gguf_vocab(train_bpe_vocab(texts, {320, 2, true}));
-  std::vector<std::vector<int64_t>> seqs;
-  std::vector<size_t> loss_from;
-  for (const auto& t : texts) {
-    auto ids = tok->encode(t, true);
-    seqs.emplace_back(ids.begin(), ids.end());
-    loss_from.push_back(seqs.back().size() / 2);
-  }
+  const auto [tok, seqs, loss_from] = half_loss_corpus();
   auto teacher = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size(), 256), 7);
   {  // a teacher far from uniform
     torch::NoGradGuard ng;

@@ -49,23 +49,27 @@ std::vector<int64_t> osd_teacher_members(const OsdConfig& config, const StepCont
   return idx;
 }
 
-std::vector<MemberDeltas> osd_teachers(LlamaForCausalLMImpl& target, const OsdConfig& config,
-                                       const StepContext& ctx) {
-  auto noise = config.teacher_noise;
-  if (config.teachers == "family") {
-    const NoiseSampler sampler(target, noise);
+OsdTeachers::OsdTeachers(LlamaForCausalLMImpl& target, OsdConfig config)
+    : target_(target), config_(std::move(config)) {
+  config_.validate("osd");
+  if (config_.teachers == "family")
+    family_ = NoiseSampler(target_, config_.teacher_noise).members(config_.family_members);
+}
+
+std::vector<MemberDeltas> OsdTeachers::for_step(const StepContext& ctx) const {
+  if (config_.teachers == "family") {
     std::vector<MemberDeltas> out;
-    for (auto m : osd_teacher_members(config, ctx)) out.push_back(sampler.member(m));
+    for (auto m : osd_teacher_members(config_, ctx)) out.push_back(family_[static_cast<size_t>(m)]);
     return out;
   }
+  auto noise = config_.teacher_noise;
   noise.seed = mix_seed(
       {ctx.seed, static_cast<uint64_t>(ctx.step), static_cast<uint64_t>(ctx.micro), 0x05d});
-  return NoiseSampler(target, noise).members(config.n_teachers);
+  return NoiseSampler(target_, noise).members(config_.n_teachers);
 }
 
 OsdObjective::OsdObjective(LlamaForCausalLM target, OsdConfig config, uint64_t init_seed)
-    : target_(std::move(target)), config_(std::move(config)) {
-  config_.validate("osd");
+    : target_(std::move(target)), config_(std::move(config)), teachers_(*target_, config_) {
   for (auto& p : target_->parameters()) p.set_requires_grad(false);
   torch::manual_seed(mix_seed({init_seed, 0x10a}));
   lora_ = LoraAdapter(*target_, config_.lora);
@@ -73,7 +77,7 @@ OsdObjective::OsdObjective(LlamaForCausalLM target, OsdConfig config, uint64_t i
 
 MicroLoss OsdObjective::loss(const Batch& batch, const StepContext& ctx) {
   lora_->detach();  // teachers are the plain target plus noise
-  auto teachers = members_logits(*target_, osd_teachers(*target_, config_, ctx), batch);
+  auto teachers = members_logits(*target_, teachers_.for_step(ctx), batch);
   lora_->attach(*target_);
   auto student = loss_position_logits(*target_, batch);
   lora_->detach();

@@ -28,9 +28,18 @@ struct OsdConfig {
 // Which family members teach one micro-batch (teachers "family"): n_teachers distinct indices
 // in [0, family_members), a function of (seed, step, micro) alone.
 std::vector<int64_t> osd_teacher_members(const OsdConfig& config, const StepContext& ctx);
-// The teachers of one micro-batch.
-std::vector<MemberDeltas> osd_teachers(LlamaForCausalLMImpl& target, const OsdConfig& config,
-                                       const StepContext& ctx);
+// The teachers of each micro-batch. Teachers "family" draws the M members once, here; teachers
+// "posterior" draws N_teacher fresh members per micro-batch.
+class OsdTeachers {
+ public:
+  OsdTeachers(LlamaForCausalLMImpl& target, OsdConfig config);
+  std::vector<MemberDeltas> for_step(const StepContext& ctx) const;
+
+ private:
+  LlamaForCausalLMImpl& target_;
+  OsdConfig config_;
+  std::vector<MemberDeltas> family_;
+};
 
 class OsdObjective : public Objective {
  public:
@@ -44,6 +53,7 @@ class OsdObjective : public Objective {
  private:
   LlamaForCausalLM target_;
   OsdConfig config_;
+  OsdTeachers teachers_;
   LoraAdapter lora_{nullptr};
 };
 

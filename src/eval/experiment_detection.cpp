@@ -31,10 +31,9 @@ std::vector<double> features(const std::vector<double>& eu) {
   return f;
 }
 
-unc::Aggregation parse_aggregation(const std::string& name) {
-  if (name == "sum") return unc::Aggregation::Sum;
-  if (name == "max") return unc::Aggregation::Max;
-  return unc::Aggregation::Mean;
+// The index of the configured aggregate among features()' (sum, mean, max).
+size_t feature_index(const std::string& aggregate) {
+  return aggregate == "sum" ? 0 : aggregate == "mean" ? 1 : 2;
 }
 
 // TokUR scores its own family (K target passes); the drafts score against p_mix. Untrained drafts
@@ -84,7 +83,7 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
   std::map<std::string, std::map<std::string, std::vector<double>>> metric;
   json sets = json::object(), accuracy = json::array();
   std::string lines;
-  const auto aggregation = parse_aggregation(c.detection_aggregate);
+  const size_t one_feature = feature_index(c.detection_aggregate);
   ProgressBar bar("detection", c.detection_sets * static_cast<int64_t>(methods.size()),
                   "method-sets");
   for (int64_t s = 0; s < c.detection_sets; ++s) {
@@ -116,8 +115,7 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
       for (size_t i = 0; i < answers.size(); ++i) {
         const int part = in_train[i] ? 0 : 1;
         const auto f = features(per_token[method][i]);
-        const auto t = torch::tensor(per_token[method][i], torch::kFloat64);
-        one_x[part].push_back({unc::aggregate_sequence(t, {}, aggregation).item<double>()});
+        one_x[part].push_back({f[one_feature]});
         three_x[part].push_back(f);
         y[part].push_back(wrong[i]);
         ok[part].push_back(correct[i]);

@@ -6,6 +6,7 @@
 #include "eval/answers.h"
 #include "eval/testbed_models.h"
 #include "family/noise.h"
+#include "util/error.h"
 #include "util/file.h"
 #include "util/progress.h"
 
@@ -16,23 +17,11 @@ using json = nlohmann::json;
 namespace {
 
 // Greedy accuracy of the target, with `member` attached when given, on `questions`.
-double greedy_accuracy(LoadedModel& target, const std::vector<QaExample>& questions,
+double greedy_accuracy(LoadedModel& target, const std::vector<Problem>& questions,
                        const MemberDeltas* member) {
-  std::vector<std::string> prompts;
-  for (const auto& q : questions) {
-    Problem p;
-    p.question = q.question;
-    prompts.push_back(prompt_text(p));
-  }
   AttachedDeltas attached;
   if (member) attached = attach_member(*target.model, *member);
-  const auto room = target.model->config().max_position_embeddings;
-  const auto responses =
-      greedy_complete(*target.model, *target.tokenizer, prompts, std::min<int64_t>(160, room / 2));
-  double right = 0;
-  for (size_t i = 0; i < questions.size(); ++i)
-    right += is_correct(responses[i], reference_answer(questions[i].answer).value_or(std::nan("")));
-  return questions.empty() ? 0.0 : right / static_cast<double>(questions.size());
+  return evaluate_accuracy(*target.model, *target.tokenizer, questions).accuracy;
 }
 
 }  // namespace
@@ -57,9 +46,16 @@ void run_regime(const ExperimentConfig& c, MethodModels& models, const std::file
   json out = {{"delta_rel", delta_rel}};
   // Accuracy is measured in the testbed's prompt format; real checkpoints have their own.
   if (!c.real_models()) {
-    const auto& all = models.test_questions();
-    const std::vector<QaExample> questions(
-        all.begin(), all.begin() + static_cast<std::ptrdiff_t>(std::min<size_t>(all.size(), 200)));
+    std::vector<Problem> questions;
+    for (const auto& q : models.test_questions()) {
+      if (questions.size() == 200) break;
+      const auto reference = reference_answer(q.answer);
+      if (!reference) fail("experiment: test question '", q.question, "' has no #### answer");
+      Problem p;
+      p.question = q.question;
+      p.answer = std::llround(*reference);
+      questions.push_back(std::move(p));
+    }
     ProgressBar bar("regime", c.members + 1, "models");
     out["target_accuracy"] = greedy_accuracy(target, questions, nullptr);
     bar.update(1);

@@ -136,6 +136,11 @@ distill::TrainConfig budget(distill::TrainConfig tc, const ExperimentConfig& c, 
   return tc;
 }
 
+// The paper's settings (the method's library defaults, Tables 7-10) beside the run's.
+json budget_record(const distill::TrainConfig& paper, const distill::TrainConfig& run) {
+  return {{"paper", distill::to_json(paper)}, {"run", distill::to_json(run)}};
+}
+
 LoraConfig draft_lora(const ExperimentConfig& c) {
   LoraConfig l = distill::DraftFamilyConfig::default_lora();
   l.r = c.lora_rank;
@@ -209,7 +214,7 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
   osd.lora.alpha = 2.0 * static_cast<double>(c.lora_rank);
   const auto proxy_tc =
       budget(distill::OsdConfig::default_train(), c, c.proxy_steps, c.proxy_lr, c.seed);
-  t.proxy_train = distill::to_json(proxy_tc);
+  t.proxy_train = budget_record(distill::OsdConfig::default_train(), proxy_tc);
   const json proxy_key = {{"data", proxy_data_hash},
                           {"family", fam_key},
                           {"osd", distill::to_json(osd)},
@@ -231,7 +236,7 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
   // IDD and FDD train 2×M drafts each (K = 6; their first M for K = 3).
   const auto draft_tc =
       budget(distill::DraftFamilyConfig::default_train(), c, c.draft_steps, c.draft_lr, c.seed + 1);
-  t.draft_train = distill::to_json(draft_tc);
+  t.draft_train = budget_record(distill::DraftFamilyConfig::default_train(), draft_tc);
   const std::vector<FamilySpec> specs{
       {"ddd", distill::DraftStrategy::DDD, c.pool_splits, c.members},
       {"idd", distill::DraftStrategy::IDD, 2, c.members},
@@ -278,10 +283,10 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
     distill::MiniLLMConfig mini;
     gkd.lora = mini.lora = draft_lora(c);
     gkd.on_policy.max_new_tokens = mini.on_policy.max_new_tokens = c.max_new_tokens;
-    const auto tc = budget(method == "gkd" ? distill::GkdConfig::default_train()
-                                           : distill::MiniLLMConfig::default_train(),
-                           c, c.baseline_steps, c.draft_lr, c.seed + 3);
-    t.baseline_train[method] = distill::to_json(tc);
+    const auto paper = method == "gkd" ? distill::GkdConfig::default_train()
+                                       : distill::MiniLLMConfig::default_train();
+    const auto tc = budget(paper, c, c.baseline_steps, c.draft_lr, c.seed + 3);
+    t.baseline_train[method] = budget_record(paper, tc);
     const json key = {{"in", trained_on},
                       {"method", method == "gkd" ? distill::to_json(gkd) : distill::to_json(mini)},
                       {"train", distill::to_json(tc)}};
