@@ -1,48 +1,35 @@
-// Runtime speed: prefill (128 tokens) and incremental decode, batch 1 and 8, 1 and 2 threads,
-// for the real stories260K (or its shape) and the ~15M config (dim 288, 6 layers, vocab 32000).
-//   bench_model [--benchmark_filter=...]   (env DRAFTEU_SHARED locates ../shared)
+// Runtime speed: prefill (128 tokens) and incremental decode (batch 1 and 8), at 1 and 2
+// threads, with a `tok/s` counter on every row.
+//   bench_model [--model FILE] [--reference-path] [--benchmark_format=json]
+//   [--benchmark_filter=...]
+// --model: a GGUF file or HF directory; default: the built-in shapes, stories260K (the real
+// model under $DRAFTEU_SHARED when present, else its shape) and the ~15M shape (dim 288, 6
+// layers, vocab 32000). --reference-path: the module path instead of the fused fast path.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
 
 #include "model/checkpoint.h"
+#include "model/runtime.h"
 
 namespace {
 using namespace drafteu;
 
-LlamaForCausalLM& model_for(int which) {
-  static LlamaForCausalLM models[2] = {nullptr, nullptr};
-  if (!models[which]) {
-    torch::NoGradGuard ng;
-    if (which == 0) {
-      const char* shared = std::getenv("DRAFTEU_SHARED");
-      std::filesystem::path gguf = std::filesystem::path(shared ? shared : "../shared") /
-                                   "models/stories260K/stories260K.gguf";
-      if (std::filesystem::exists(gguf)) {
-        models[0] = load_model(gguf).model;
-      } else {
-        torch::manual_seed(0);
-        models[0] = LlamaForCausalLM(LlamaConfig::preset("stories260k"));
-      }
-    } else {
-      torch::manual_seed(0);
-      models[1] = LlamaForCausalLM(LlamaConfig::preset("stories15m"));
-    }
-    models[which]->eval();
-  }
-  return models[which];
-}
+struct Bench {
+  std::string name;
+  LlamaForCausalLM model{nullptr};
+};
 
-const char* kNames[2] = {"stories260K", "15M"};
-
-// Args: model (0 = stories260K, 1 = 15M), batch, threads.
-void BM_Prefill128(benchmark::State& state) {
+void prefill128(benchmark::State& state, LlamaForCausalLM m) {
   torch::NoGradGuard ng;
-  torch::set_num_threads(static_cast<int>(state.range(2)));
-  auto& m = model_for(static_cast<int>(state.range(0)));
-  const int64_t batch = state.range(1), T = 128;
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  const int64_t batch = state.range(0), T = 128;
   auto ids = torch::randint(3, m->config().vocab_size, {batch, T}, torch::kInt64);
   for (auto _ : state) {
     auto cache = m->new_cache(T);
@@ -50,14 +37,12 @@ void BM_Prefill128(benchmark::State& state) {
   }
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(batch * T),
                                                benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(kNames[state.range(0)]);
 }
 
-void BM_Decode(benchmark::State& state) {
+void decode(benchmark::State& state, LlamaForCausalLM m) {
   torch::NoGradGuard ng;
-  torch::set_num_threads(static_cast<int>(state.range(2)));
-  auto& m = model_for(static_cast<int>(state.range(0)));
-  const int64_t batch = state.range(1), prompt = 16, steps = 64;
+  torch::set_num_threads(static_cast<int>(state.range(1)));
+  const int64_t batch = state.range(0), prompt = 16, steps = 64;
   auto ids = torch::randint(3, m->config().vocab_size, {batch, prompt}, torch::kInt64);
   for (auto _ : state) {
     state.PauseTiming();
@@ -71,19 +56,92 @@ void BM_Decode(benchmark::State& state) {
   }
   state.counters["tok/s"] = benchmark::Counter(static_cast<double>(batch * steps),
                                                benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(kNames[state.range(0)]);
 }
 
-void Args(benchmark::internal::Benchmark* b) {
-  for (int model : {0, 1})
-    for (int batch : {1, 8})
-      for (int threads : {1, 2}) b->Args({model, batch, threads});
-  b->ArgNames({"model", "batch", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+std::vector<Bench> builtin_models() {
+  std::vector<Bench> out;
+  const char* shared = std::getenv("DRAFTEU_SHARED");
+  auto gguf =
+      std::filesystem::path(shared ? shared : "../shared") / "models/stories260K/stories260K.gguf";
+  if (std::filesystem::exists(gguf)) {
+    out.push_back({"stories260K", load_model(gguf).model});
+  } else {
+    torch::manual_seed(0);
+    out.push_back({"stories260K-shape", LlamaForCausalLM(LlamaConfig::preset("stories260k"))});
+  }
+  torch::manual_seed(0);
+  out.push_back({"15M", LlamaForCausalLM(LlamaConfig::preset("stories15m"))});
+  return out;
 }
 
-BENCHMARK(BM_Prefill128)->Apply(Args);
-BENCHMARK(BM_Decode)->Apply(Args);
+// Removes "--flag VALUE" / "--flag=VALUE" from argv; returns VALUE ("" if absent).
+std::string take_option(int& argc, char** argv, const char* flag, bool has_value) {
+  const size_t n = std::strlen(flag);
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    int used = 0;
+    std::string value;
+    if (a == flag) {
+      used = has_value ? 2 : 1;
+      if (has_value && i + 1 >= argc) {
+        std::cerr << "bench_model: " << flag << " needs a value\n";
+        std::exit(2);
+      }
+      value = has_value ? argv[i + 1] : "1";
+    } else if (has_value && a.compare(0, n + 1, std::string(flag) + "=") == 0) {
+      used = 1;
+      value = a.substr(n + 1);
+    }
+    if (used) {
+      for (int j = i; j + used < argc; ++j) argv[j] = argv[j + used];
+      argc -= used;
+      return value;
+    }
+  }
+  return "";
+}
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  ensure_blas_kernels(argv);
+  const std::string model_path = take_option(argc, argv, "--model", true);
+  const std::string preset = take_option(argc, argv, "--preset", true);
+  const bool reference = !take_option(argc, argv, "--reference-path", false).empty();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
+
+  std::vector<Bench> models;
+  try {
+    torch::NoGradGuard ng;
+    if (!preset.empty()) {
+      torch::manual_seed(0);
+      models.push_back({preset, LlamaForCausalLM(LlamaConfig::preset(preset))});
+    } else if (model_path.empty()) {
+      models = builtin_models();
+    } else {
+      models.push_back(
+          {std::filesystem::path(model_path).filename().string(), load_model(model_path).model});
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "bench_model: cannot load "
+              << (preset.empty() ? "--model " + model_path : "--preset " + preset) << ": "
+              << e.what() << "\n";
+    return 1;
+  }
+  for (auto& b : models) {
+    b.model->eval();
+    b.model->set_fast_path(!reference);
+    const std::string tag = b.name + (reference ? "/reference" : "");
+    auto* p = benchmark::RegisterBenchmark(("Prefill128/" + tag).c_str(), prefill128, b.model);
+    auto* d = benchmark::RegisterBenchmark(("Decode/" + tag).c_str(), decode, b.model);
+    for (int threads : {1, 2}) p->Args({1, threads});
+    for (int batch : {1, 8})
+      for (int threads : {1, 2}) d->Args({batch, threads});
+    for (auto* r : {p, d})
+      r->ArgNames({"batch", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

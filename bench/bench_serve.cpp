@@ -34,6 +34,7 @@
 #include "family/noise.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
+#include "model/runtime.h"
 #include "serve/speculative.h"
 #include "uncertainty/uncertainty.h"
 
@@ -190,6 +191,7 @@ double ratio(const std::string& a, const std::string& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ensure_blas_kernels(argv);  // OpenBLAS's right kernels for this CPU (model/runtime)
   int threads = 1;
   if (const char* t = std::getenv("DRAFTEU_THREADS")) threads = std::atoi(t);
   std::vector<char*> rest;

@@ -122,6 +122,19 @@ TEST(Cli, HelpAndDoctor) {
   EXPECT_NE(r.out.find("openblas"), std::string::npos)
       << "setup must make libtorch load OpenBLAS:\n"
       << r.out;
+
+  // BLAS kernels without any user setting: on an AVX2 CPU never OpenBLAS's SSE3 fallback, and
+  // doctor says why. An explicit OPENBLAS_CORETYPE wins.
+  r = run_command("env -u OPENBLAS_CORETYPE -u DRAFTEU_BLAS_AUTO " + cli("doctor"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("BLAS kernels"), std::string::npos) << r.out;
+  if (r.out.find("CPU SIMD       AVX") != std::string::npos)
+    EXPECT_EQ(r.out.find("BLAS kernels   Prescott"), std::string::npos) << r.out;
+  r = run_command("env -u DRAFTEU_BLAS_AUTO OPENBLAS_CORETYPE=Haswell " + cli("doctor"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("BLAS kernels   Haswell (OPENBLAS_CORETYPE=Haswell set by the user)"),
+            std::string::npos)
+      << r.out;
 }
 
 }  // namespace

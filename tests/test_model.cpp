@@ -6,9 +6,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "model/autocast.h"
 #include "model/checkpoint.h"
+#include "model/fast_forward.h"
 #include "model/generate.h"
 #include "model/io/safetensors.h"
+#include "model/runtime.h"
 #include "model/sampling.h"
 #include "test_support.h"
 #include "tolerance_tensor.h"
@@ -94,85 +97,88 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
     auto ref = reference_logits(dir, seqs);
     ASSERT_EQ(ref.size(), 2u);
     LoadedModel m = load_model(dir);
+    for (bool fast : {true, false}) {  // the fused fast path and the module path
+      SCOPED_TRACE(fast ? "fast path" : "module path");
+      m.model->set_fast_path(fast);
 
-    // Whole sequences at once.
-    for (size_t i = 0; i < seqs.size(); ++i)
-      EXPECT_TRUE(test::all_close(m.model->forward(ids_tensor(seqs[i]))[0], ref[i], kLogitTol));
+      // Whole sequences at once.
+      for (size_t i = 0; i < seqs.size(); ++i)
+        EXPECT_TRUE(test::all_close(m.model->forward(ids_tensor(seqs[i]))[0], ref[i], kLogitTol));
 
-    // KV cache: a prefill of 5, then one token at a time.
-    const auto& s = seqs[0];
-    auto cache = m.model->new_cache(4);  // small: exercises growth
-    std::vector<torch::Tensor> rows;
-    rows.push_back(m.model->forward(ids_tensor({s.begin(), s.begin() + 5}), &cache)[0]);
-    for (size_t t = 5; t < s.size(); ++t)
-      rows.push_back(m.model->forward(ids_tensor({s[t]}), &cache)[0]);
-    EXPECT_TRUE(test::all_close(torch::cat(rows, 0), ref[0], kLogitTol));
+      // KV cache: a prefill of 5, then one token at a time.
+      const auto& s = seqs[0];
+      auto cache = m.model->new_cache(4);  // small: exercises growth
+      std::vector<torch::Tensor> rows;
+      rows.push_back(m.model->forward(ids_tensor({s.begin(), s.begin() + 5}), &cache)[0]);
+      for (size_t t = 5; t < s.size(); ++t)
+        rows.push_back(m.model->forward(ids_tensor({s[t]}), &cache)[0]);
+      EXPECT_TRUE(test::all_close(torch::cat(rows, 0), ref[0], kLogitTol));
 
-    // A batch of different lengths, left- and right-padded.
-    const int64_t T = static_cast<int64_t>(seqs[0].size()),
-                  t1 = static_cast<int64_t>(seqs[1].size());
-    for (bool left : {true, false}) {
-      auto ids = torch::zeros({2, T}, torch::kInt64);
-      auto mask = torch::zeros({2, T}, torch::kInt64);
-      ids[0] = torch::tensor(seqs[0]);
-      mask[0].fill_(1);
-      int64_t off = left ? T - t1 : 0;
-      ids[1].narrow(0, off, t1).copy_(torch::tensor(seqs[1]));
-      mask[1].narrow(0, off, t1).fill_(1);
-      auto out = m.model->forward(ids, nullptr, mask);
-      EXPECT_TRUE(test::all_close(out[0], ref[0], kLogitTol));
-      EXPECT_TRUE(test::all_close(out[1].narrow(0, off, t1), ref[1], kLogitTol))
-          << (left ? "left" : "right");
-    }
+      // A batch of different lengths, left- and right-padded.
+      const int64_t T = static_cast<int64_t>(seqs[0].size()),
+                    t1 = static_cast<int64_t>(seqs[1].size());
+      for (bool left : {true, false}) {
+        auto ids = torch::zeros({2, T}, torch::kInt64);
+        auto mask = torch::zeros({2, T}, torch::kInt64);
+        ids[0] = torch::tensor(seqs[0]);
+        mask[0].fill_(1);
+        int64_t off = left ? T - t1 : 0;
+        ids[1].narrow(0, off, t1).copy_(torch::tensor(seqs[1]));
+        mask[1].narrow(0, off, t1).fill_(1);
+        auto out = m.model->forward(ids, nullptr, mask);
+        EXPECT_TRUE(test::all_close(out[0], ref[0], kLogitTol));
+        EXPECT_TRUE(test::all_close(out[1].narrow(0, off, t1), ref[1], kLogitTol))
+            << (left ? "left" : "right");
+      }
 
-    // Left-padded batch decoding with a cache continues both rows correctly.
-    auto ids = torch::zeros({2, 3}, torch::kInt64);
-    ids[0] = torch::tensor(std::vector<int64_t>{seqs[0][0], seqs[0][1], seqs[0][2]});
-    ids[1].narrow(0, 1, 2).copy_(torch::tensor(std::vector<int64_t>{seqs[1][0], seqs[1][1]}));
-    auto mask = torch::ones({2, 3}, torch::kInt64);
-    mask[1][0] = 0;
-    auto bcache = m.model->new_cache();
-    m.model->forward(ids, &bcache, mask);
-    for (int step = 0; step < 2; ++step) {
-      auto next = torch::tensor({seqs[0][3 + step], seqs[1][2 + step]}, torch::kInt64).unsqueeze(1);
-      auto out = m.model->forward(next, &bcache);
-      EXPECT_TRUE(test::all_close(out[0][0], ref[0][3 + step], kLogitTol));
-      EXPECT_TRUE(test::all_close(out[1][0], ref[1][2 + step], kLogitTol));
-    }
+      // Left-padded batch decoding with a cache continues both rows correctly.
+      auto ids = torch::zeros({2, 3}, torch::kInt64);
+      ids[0] = torch::tensor(std::vector<int64_t>{seqs[0][0], seqs[0][1], seqs[0][2]});
+      ids[1].narrow(0, 1, 2).copy_(torch::tensor(std::vector<int64_t>{seqs[1][0], seqs[1][1]}));
+      auto mask = torch::ones({2, 3}, torch::kInt64);
+      mask[1][0] = 0;
+      auto bcache = m.model->new_cache();
+      m.model->forward(ids, &bcache, mask);
+      for (int step = 0; step < 2; ++step) {
+        auto next = torch::tensor({seqs[0][3 + step], seqs[1][2 + step]}, torch::kInt64).unsqueeze(1);
+        auto out = m.model->forward(next, &bcache);
+        EXPECT_TRUE(test::all_close(out[0][0], ref[0][3 + step], kLogitTol));
+        EXPECT_TRUE(test::all_close(out[1][0], ref[1][2 + step], kLogitTol));
+      }
 
-    // Continuous batching: caches of different lengths merged with append_rows, a rejected
-    // position masked in one row, the all-masked columns compacted away; both rows continue.
-    auto ca = m.model->new_cache(), cb = m.model->new_cache();
-    m.model->forward(ids_tensor({s.begin(), s.begin() + 5}), &ca);
-    m.model->forward(ids_tensor({seqs[1][0], seqs[1][1]}), &cb);
-    ca.append_rows(cb);
-    ASSERT_EQ(ca.length(), 5);
-    auto two =
-        torch::tensor({s[5], int64_t{7}, seqs[1][2], seqs[1][3]}, torch::kInt64).view({2, 2});
-    auto out2 = m.model->forward(two, &ca);
-    EXPECT_TRUE(test::all_close(out2[0][0], ref[0][5], kLogitTol));
-    EXPECT_TRUE(test::all_close(out2[1], ref[1].narrow(0, 2, 2), kLogitTol));
-    ca.mask_positions(0, 6, 7);  // row 0's second token (7) was rejected
-    auto pad = torch::tensor({s[6], int64_t{0}}, torch::kInt64).view({2, 1});
-    auto m1 = torch::tensor({int64_t{1}, int64_t{0}}, torch::kInt64).view({2, 1});
-    EXPECT_TRUE(test::all_close(m.model->forward(pad, &ca, m1)[0][0], ref[0][6], kLogitTol));
-    ca.mask_positions(0, 7, 8);  // forget it again: column 7 is now masked in both rows
-    ca.compact(0.0);
-    EXPECT_EQ(ca.length(), 7);  // columns 0-2 of row 1's left padding stay (row 0 uses them)
-    auto next = torch::tensor({s[6], seqs[1][4]}, torch::kInt64).view({2, 1});
-    auto out3 = m.model->forward(next, &ca);
-    EXPECT_TRUE(test::all_close(out3[0][0], ref[0][6], kLogitTol));
-    EXPECT_TRUE(test::all_close(out3[1][0], ref[1][4], kLogitTol));
-    EXPECT_THROW(ca.mask_positions(2, 0, 1), Error);
-    // Row 0 leaves: row 1's left padding is dead now, and compact drops it.
-    ca.select_rows(torch::tensor({int64_t{1}}));
-    ca.compact(0.0);
-    ASSERT_EQ(ca.length(), 5);
-    auto alone = m.model->new_cache();
-    m.model->forward(ids_tensor(seqs[1]), &alone);
-    for (int64_t l = 0; l < rc.config.num_hidden_layers; ++l) {
-      EXPECT_LT(max_diff(ca.keys(l), alone.keys(l)), 1e-5) << "layer " << l;
-      EXPECT_LT(max_diff(ca.values(l), alone.values(l)), 1e-5) << "layer " << l;
+      // Continuous batching: caches of different lengths merged with append_rows, a rejected
+      // position masked in one row, the all-masked columns compacted away; both rows continue.
+      auto ca = m.model->new_cache(), cb = m.model->new_cache();
+      m.model->forward(ids_tensor({s.begin(), s.begin() + 5}), &ca);
+      m.model->forward(ids_tensor({seqs[1][0], seqs[1][1]}), &cb);
+      ca.append_rows(cb);
+      ASSERT_EQ(ca.length(), 5);
+      auto two =
+          torch::tensor({s[5], int64_t{7}, seqs[1][2], seqs[1][3]}, torch::kInt64).view({2, 2});
+      auto out2 = m.model->forward(two, &ca);
+      EXPECT_TRUE(test::all_close(out2[0][0], ref[0][5], kLogitTol));
+      EXPECT_TRUE(test::all_close(out2[1], ref[1].narrow(0, 2, 2), kLogitTol));
+      ca.mask_positions(0, 6, 7);  // row 0's second token (7) was rejected
+      auto pad = torch::tensor({s[6], int64_t{0}}, torch::kInt64).view({2, 1});
+      auto m1 = torch::tensor({int64_t{1}, int64_t{0}}, torch::kInt64).view({2, 1});
+      EXPECT_TRUE(test::all_close(m.model->forward(pad, &ca, m1)[0][0], ref[0][6], kLogitTol));
+      ca.mask_positions(0, 7, 8);  // forget it again: column 7 is now masked in both rows
+      ca.compact(0.0);
+      EXPECT_EQ(ca.length(), 7);  // columns 0-2 of row 1's left padding stay (row 0 uses them)
+      auto next = torch::tensor({s[6], seqs[1][4]}, torch::kInt64).view({2, 1});
+      auto out3 = m.model->forward(next, &ca);
+      EXPECT_TRUE(test::all_close(out3[0][0], ref[0][6], kLogitTol));
+      EXPECT_TRUE(test::all_close(out3[1][0], ref[1][4], kLogitTol));
+      EXPECT_THROW(ca.mask_positions(2, 0, 1), Error);
+      // Row 0 leaves: row 1's left padding is dead now, and compact drops it.
+      ca.select_rows(torch::tensor({int64_t{1}}));
+      ca.compact(0.0);
+      ASSERT_EQ(ca.length(), 5);
+      auto alone = m.model->new_cache();
+      m.model->forward(ids_tensor(seqs[1]), &alone);
+      for (int64_t l = 0; l < rc.config.num_hidden_layers; ++l) {
+        EXPECT_LT(max_diff(ca.keys(l), alone.keys(l)), 1e-5) << "layer " << l;
+        EXPECT_LT(max_diff(ca.values(l), alone.values(l)), 1e-5) << "layer " << l;
     }
   }
 }
@@ -312,6 +318,153 @@ TEST(Stories260K, GreedyStoryAndConversionsAgree) {
   save_gguf_model(h, gguf);
   LoadedModel g2 = load_model(gguf);
   EXPECT_LT(max_diff(lg, g2.model->forward(ids_tensor(seq))[0]), 1e-6);
+}
+
+// ---- The fused fast path (model/fast_forward) against the module path ----
+
+// |a - b| relative to the logits' magnitude.
+double rel_diff(const torch::Tensor& fast, const torch::Tensor& ref) {
+  return max_diff(fast, ref) / std::max(1.0, ref.abs().max().item<double>());
+}
+
+// Runs the same calls through the fast path and the module path of one model, each with its own
+// cache, and checks that every output agrees.
+struct TwoPaths {
+  LlamaForCausalLMImpl& m;
+  KVCache fast_cache, ref_cache;
+  explicit TwoPaths(LlamaForCausalLMImpl& model)
+      : m(model), fast_cache(model.new_cache(4)), ref_cache(model.new_cache(4)) {}
+  void step(const torch::Tensor& ids, const torch::Tensor& mask = {}, bool last_only = false,
+            bool use_cache = true) {
+    EXPECT_EQ(fast_forward_refusal(m, ids, use_cache ? &fast_cache : nullptr, mask), "");
+    m.set_fast_path(true);
+    auto a = m.forward(ids, use_cache ? &fast_cache : nullptr, mask, last_only);
+    m.set_fast_path(false);
+    auto b = m.forward(ids, use_cache ? &ref_cache : nullptr, mask, last_only);
+    m.set_fast_path(true);
+    ASSERT_EQ(a.sizes(), b.sizes());
+    EXPECT_LT(rel_diff(a, b), 2e-5) << "ids " << ids.sizes();
+  }
+};
+
+TEST(FastPath, MatchesModulePathAcrossShapesBatchesAndThreads) {
+  torch::NoGradGuard ng;
+  std::vector<std::pair<std::string, LoadedModel>> models;
+  for (const auto& rc : reference_cases()) models.emplace_back(rc.name, random_model(rc.config, 5));
+  models.emplace_back("stories260K", load_model(test::stories260k_gguf()));
+  auto wide = LlamaConfig::preset("stories15m");  // large enough to split work over threads
+  wide.num_hidden_layers = 2;
+  models.emplace_back("15M-shape", random_model(wide, 9));
+  const int prev_threads = torch::get_num_threads();
+  for (auto& [name, lm] : models) {
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(name + " threads " + std::to_string(threads));
+      torch::set_num_threads(threads);
+      auto& m = *lm.model;
+      const int64_t V = m.config().vocab_size;
+      torch::manual_seed(11);
+      TwoPaths p(m);
+      // No cache, a whole sequence; then a prefill and batch-1 decode with cache growth.
+      p.step(torch::randint(V, {1, 12}), {}, false, /*use_cache=*/false);
+      p.step(torch::randint(V, {1, 5}));
+      for (int i = 0; i < 4; ++i) p.step(torch::randint(V, {1, 1}), {}, /*last_only=*/true);
+
+      // Left-padded batch of 3: prefill, then decode steps (one with a padding token).
+      TwoPaths q(m);
+      auto mask = torch::ones({3, 6}, torch::kInt64);
+      mask[1].narrow(0, 0, 2).fill_(0);
+      mask[2].narrow(0, 0, 5).fill_(0);
+      q.step(torch::randint(V, {3, 6}), mask);
+      for (int i = 0; i < 3; ++i) {
+        auto m1 = torch::ones({3, 1}, torch::kInt64);
+        if (i == 1) m1[2][0] = 0;
+        mask = torch::cat({mask, m1}, 1);
+        q.step(torch::randint(V, {3, 1}), i == 0 ? m1 : mask, true);
+      }
+      // Continuous-batching edits to the cache, applied to both caches alike.
+      q.fast_cache.mask_positions(0, 6, 7);
+      q.ref_cache.mask_positions(0, 6, 7);
+      q.step(torch::randint(V, {3, 2}));
+
+      // Batch 9 decode (the GEMM branch) and a last_only prefill of 20.
+      TwoPaths r(m);
+      r.step(torch::randint(V, {9, 20}), {}, true);
+      for (int i = 0; i < 2; ++i) r.step(torch::randint(V, {9, 1}));
+    }
+  }
+  torch::set_num_threads(prev_threads);
+}
+
+struct ScaledDelta : LinearDelta {
+  torch::Tensor w;
+  explicit ScaledDelta(const torch::Tensor& weight) : w(weight * 0.5) {}
+  torch::Tensor forward(const torch::Tensor& x) const override { return torch::matmul(x, w.t()); }
+};
+
+TEST(FastPath, FallsBackToTheModulePathWhereItCannotRun) {
+  auto lm = random_model(LlamaConfig::preset("tiny"), 4);
+  auto& m = *lm.model;
+  auto ids = torch::tensor({1, 7, 9}, torch::kInt64).unsqueeze(0);
+  {
+    torch::NoGradGuard ng;
+    EXPECT_EQ(fast_forward_refusal(m, ids, nullptr, {}), "");
+    // Adapters on a linear layer: the module path runs them, so the output changes.
+    auto plain = m.forward(ids);
+    auto& q = m.linear("model.layers.1.self_attn.q_proj");
+    auto delta = std::make_shared<ScaledDelta>(q.weight);
+    q.add_delta(delta);
+    EXPECT_NE(fast_forward_refusal(m, ids, nullptr, {}).find("adapters"), std::string::npos);
+    auto with = m.forward(ids);
+    EXPECT_GT(max_diff(with, plain), 1e-3);
+    m.set_fast_path(false);
+    EXPECT_LT(max_diff(m.forward(ids), with), 1e-6);
+    m.set_fast_path(true);
+    q.remove_delta(delta.get());
+    EXPECT_EQ(fast_forward_refusal(m, ids, nullptr, {}), "");
+
+    // A cache a family expanded (layer batch 2 for a batch of 1).
+    auto cache = m.new_cache();
+    cache.reserve(1, 2, m.config().num_key_value_heads, 1, m.config().head_dim,
+                  torch::TensorOptions().dtype(torch::kFloat32));
+    EXPECT_NE(fast_forward_refusal(m, ids, &cache, {}).find("expanded"), std::string::npos);
+
+    // Autocast and bfloat16 weights.
+    {
+      Autocast ac(ComputeDtype::BF16);
+      EXPECT_NE(fast_forward_refusal(m, ids, nullptr, {}).find("autocast"), std::string::npos);
+    }
+    auto bf = random_model(LlamaConfig::preset("tiny"), 4);
+    bf.model->to(torch::kBFloat16);
+    EXPECT_NE(fast_forward_refusal(*bf.model, ids, nullptr, {}).find("float32"), std::string::npos);
+
+    // A token outside the vocabulary: one clear error.
+    auto bad = torch::tensor({int64_t{1}, m.config().vocab_size}, torch::kInt64).unsqueeze(0);
+    try {
+      m.forward(bad);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("vocabulary"), std::string::npos) << e.what();
+    }
+  }
+  // Training needs gradients: the module path.
+  EXPECT_NE(fast_forward_refusal(m, ids, nullptr, {}).find("gradients"), std::string::npos);
+  auto logits = m.forward(ids);
+  EXPECT_TRUE(logits.requires_grad());
+}
+
+TEST(Runtime, OpenblasCoretypeChoice) {
+  // OpenBLAS 0.3.21 on Zen 5 picks Prescott: AVX-512 CPUs get SkylakeX, AVX2 ones Haswell.
+  EXPECT_EQ(better_openblas_coretype("Prescott", true, true, nullptr), "SkylakeX");
+  EXPECT_EQ(better_openblas_coretype("Prescott", false, true, nullptr), "Haswell");
+  EXPECT_EQ(better_openblas_coretype("Zen", true, true, nullptr), "SkylakeX");
+  EXPECT_EQ(better_openblas_coretype("Prescott", true, true, ""), "SkylakeX");  // empty = unset
+  // Already right, nothing better to offer, not OpenBLAS, or the user chose: keep.
+  EXPECT_EQ(better_openblas_coretype("Zen", false, true, nullptr), "");
+  EXPECT_EQ(better_openblas_coretype("SkylakeX", true, true, nullptr), "");
+  EXPECT_EQ(better_openblas_coretype("Cooperlake", true, true, nullptr), "");
+  EXPECT_EQ(better_openblas_coretype("Prescott", false, false, nullptr), "");
+  EXPECT_EQ(better_openblas_coretype("", true, true, nullptr), "");
+  EXPECT_EQ(better_openblas_coretype("Prescott", true, true, "Haswell"), "");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include "util/error.h"
 
 int main(int argc, char** argv) {
+  drafteu::ensure_blas_kernels(argv);  // may re-execute with OPENBLAS_CORETYPE set
   CLI::App app{"drafteu: token-level epistemic uncertainty from draft models", "drafteu"};
   app.set_version_flag("--version", std::string("drafteu ") + DRAFTEU_VERSION);
   app.require_subcommand(1);

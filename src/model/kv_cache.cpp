@@ -8,21 +8,21 @@ KVCache::KVCache(int64_t num_layers, int64_t initial_capacity)
     : layers_(static_cast<size_t>(num_layers)),
       initial_capacity_(std::max<int64_t>(1, initial_capacity)) {}
 
-std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const torch::Tensor& k,
-                                                        const torch::Tensor& v) {
+std::pair<torch::Tensor, torch::Tensor> KVCache::reserve(int64_t layer, int64_t n, int64_t kv_heads,
+                                                         int64_t t, int64_t head_dim,
+                                                         const torch::TensorOptions& options) {
   if (layer < 0 || layer >= static_cast<int64_t>(layers_.size()))
     fail("KVCache: layer ", layer, " out of range (", layers_.size(), " layers)");
   auto& L = layers_[static_cast<size_t>(layer)];
-  int64_t t = k.size(2);
-  int64_t need = length_ + t;
-  if (!L.k.defined() || L.k.size(0) != k.size(0)) {
+  const int64_t need = length_ + t;
+  if (!L.k.defined() || L.k.size(0) != n) {
     if (L.k.defined() && length_ > 0)
-      fail("KVCache: layer ", layer, " holds batch ", L.k.size(0), " but got ", k.size(0));
-    int64_t cap = std::max(initial_capacity_, need);
-    L.k = torch::empty({k.size(0), k.size(1), cap, k.size(3)}, k.options());
-    L.v = torch::empty({v.size(0), v.size(1), cap, v.size(3)}, v.options());
+      fail("KVCache: layer ", layer, " holds batch ", L.k.size(0), " but got ", n);
+    const int64_t cap = std::max(initial_capacity_, need);
+    L.k = torch::empty({n, kv_heads, cap, head_dim}, options);
+    L.v = torch::empty({n, kv_heads, cap, head_dim}, options);
   } else if (need > L.k.size(2)) {
-    int64_t cap = std::max(need, 2 * L.k.size(2));
+    const int64_t cap = std::max(need, 2 * L.k.size(2));
     auto grow = [&](const torch::Tensor& old) {
       auto fresh = torch::empty({old.size(0), old.size(1), cap, old.size(3)}, old.options());
       fresh.narrow(2, 0, length_).copy_(old.narrow(2, 0, length_));
@@ -31,9 +31,21 @@ std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const tor
     L.k = grow(L.k);
     L.v = grow(L.v);
   }
-  L.k.narrow(2, length_, t).copy_(k);
-  L.v.narrow(2, length_, t).copy_(v);
-  return {L.k.narrow(2, 0, need), L.v.narrow(2, 0, need)};
+  return {L.k, L.v};
+}
+
+int64_t KVCache::layer_batch(int64_t layer) const {
+  const auto& L = layers_.at(static_cast<size_t>(layer));
+  return L.k.defined() ? L.k.size(0) : -1;
+}
+
+std::pair<torch::Tensor, torch::Tensor> KVCache::append(int64_t layer, const torch::Tensor& k,
+                                                        const torch::Tensor& v) {
+  const int64_t t = k.size(2), need = length_ + t;
+  auto [kb, vb] = reserve(layer, k.size(0), k.size(1), t, k.size(3), k.options());
+  kb.narrow(2, length_, t).copy_(k);
+  vb.narrow(2, length_, t).copy_(v);
+  return {kb.narrow(2, 0, need), vb.narrow(2, 0, need)};
 }
 
 void KVCache::commit(const torch::Tensor& new_key_mask) {

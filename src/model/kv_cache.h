@@ -18,6 +18,15 @@ class KVCache {
   // positions so far, [N, Hkv, length + T, hd]. commit() advances length once all layers wrote.
   std::pair<torch::Tensor, torch::Tensor> append(int64_t layer, const torch::Tensor& k,
                                                  const torch::Tensor& v);
+  // Makes room for t more positions of batch n in `layer` and returns its whole buffers,
+  // [n, kv_heads, capacity, head_dim], contiguous: the fast path writes keys there in place.
+  std::pair<torch::Tensor, torch::Tensor> reserve(int64_t layer, int64_t n, int64_t kv_heads,
+                                                  int64_t t, int64_t head_dim,
+                                                  const torch::TensorOptions& options);
+  // Batch size a layer holds (a family may expand it), or -1 before its first keys.
+  int64_t layer_batch(int64_t layer) const;
+  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+
   // new_key_mask: [B, T], true for real tokens.
   void commit(const torch::Tensor& new_key_mask);
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 
+#include "model/fast_forward.h"
 #include "model/rope.h"
 #include "util/error.h"
 
@@ -183,6 +184,8 @@ torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& ids, KVCache* cache,
                                             const torch::Tensor& attention_mask, bool last_only) {
+  if (fast_path_ && fast_forward_refusal(*this, ids, cache, attention_mask).empty())
+    return fast_forward(*this, ids, cache, attention_mask, last_only);
   torch::Tensor new_mask;
   auto in = prepare(ids, cache, attention_mask, &new_mask);
   auto x = embed(ids);

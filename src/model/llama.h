@@ -93,6 +93,12 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
 
   KVCache new_cache(int64_t capacity = 256) const;
 
+  // forward() runs the fused float32 kernels (model/fast_forward) where they apply and the
+  // module path otherwise; off = always the module path (the reference the tests compare with).
+  void set_fast_path(bool on) { fast_path_ = on; }
+  bool fast_path() const { return fast_path_; }
+  const torch::Tensor& inv_freq() const { return inv_freq_; }
+
   const LlamaConfig& config() const { return config_; }
   // Linear layers by HF module name ("model.layers.3.self_attn.q_proj", "lm_head").
   LinearImpl& linear(const std::string& module_name);
@@ -109,6 +115,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   LlamaConfig config_;
   torch::Tensor inv_freq_;
   std::map<std::string, LinearImpl*> linears_;
+  bool fast_path_ = true;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

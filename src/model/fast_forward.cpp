@@ -1,0 +1,230 @@
+#include "model/fast_forward.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+#include <vector>
+
+#include "model/kernels.h"
+#include "model/llama.h"
+#include "util/error.h"
+
+namespace drafteu {
+
+namespace {
+
+// Input rows up to which the projections use the matrix-vector kernel (weights streamed once);
+// more rows go to BLAS GEMM.
+constexpr int64_t kMaxVectorRows = 8;
+// Multiply-adds below which a kernel runs on the calling thread: waking a second thread costs
+// more than it saves on smaller work (stories260K never splits; a 15M model splits its lm_head).
+constexpr int64_t kParallelWork = int64_t{1} << 18;
+
+struct LayerWeights {
+  const float *in_norm, *post_norm;
+  const torch::Tensor *q, *k, *v, *o, *gate, *up, *down;
+};
+
+bool has_deltas(const LinearImpl& l) {
+  return !l.deltas().empty();
+}
+
+// y [rows, out] = x [rows, in] · wᵀ.
+void project(const torch::Tensor& w, const float* x, int64_t rows, float* y) {
+  const int64_t out = w.size(0), in = w.size(1);
+  const float* wp = w.data_ptr<float>();
+  if (rows > kMaxVectorRows) {
+    auto xt = torch::from_blob(const_cast<float*>(x), {rows, in});
+    auto yt = torch::from_blob(y, {rows, out});
+    at::mm_out(yt, xt, w.t());
+    return;
+  }
+  if (out * in * rows < kParallelWork || at::get_num_threads() < 2) {
+    kernels::matvec_rows(wp, in, 0, out, x, in, rows, y, out);
+    return;
+  }
+  at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
+    kernels::matvec_rows(wp, in, begin, end, x, in, rows, y, out);
+  });
+}
+
+void add_into(float* x, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+}  // namespace
+
+std::string fast_forward_refusal(const LlamaForCausalLMImpl& model, const torch::Tensor& ids,
+                                 const KVCache* cache, const torch::Tensor& attention_mask) {
+  const auto& norm = model.backbone->norm->weight;
+  if (torch::GradMode::is_enabled() && norm.requires_grad()) return "gradients are needed";
+  if (at::autocast::is_cpu_enabled()) return "autocast is on";
+  if (norm.scalar_type() != torch::kFloat32 || !norm.device().is_cpu())
+    return "the model is not float32 on the CPU";
+  if (ids.dim() != 2 || !ids.device().is_cpu() || ids.numel() == 0 ||
+      !(ids.scalar_type() == torch::kInt64 || ids.scalar_type() == torch::kInt32))
+    return "ids are not a non-empty [batch, time] integer tensor on the CPU";
+  const int64_t b = ids.size(0), t = ids.size(1), past = cache ? cache->length() : 0;
+  if (attention_mask.defined() &&
+      (attention_mask.dim() != 2 || attention_mask.size(0) != b ||
+       !attention_mask.device().is_cpu() ||
+       (attention_mask.size(1) != t && attention_mask.size(1) != past + t)))
+    return "the attention mask's shape is not one forward accepts";
+  if (cache) {
+    if (cache->num_layers() != model.config().num_hidden_layers)
+      return "the cache has another number of layers";
+    if (past > 0 && (!cache->key_mask().defined() || cache->key_mask().size(0) != b))
+      return "the cache holds another batch";
+    for (int64_t l = 0; l < cache->num_layers(); ++l) {
+      const int64_t n = cache->layer_batch(l);
+      if (n != -1 && n != b) return "the cache is expanded by a family";
+    }
+  }
+  if (model.lm_head && (has_deltas(*model.lm_head) || !model.lm_head->weight.is_contiguous()))
+    return "lm_head has adapters";
+  for (const auto& layer : model.backbone->layer_list) {
+    const auto& a = *layer->self_attn;
+    const auto& m = *layer->mlp;
+    for (const LinearImpl* l : {&*a.q_proj, &*a.k_proj, &*a.v_proj, &*a.o_proj, &*m.gate_proj,
+                                &*m.up_proj, &*m.down_proj}) {
+      if (has_deltas(*l)) return "a linear layer has adapters (LoRA, low-rank deltas)";
+      if (!l->weight.is_contiguous()) return "a weight is not contiguous";
+    }
+  }
+  return "";
+}
+
+torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tensor& ids_in,
+                           KVCache* cache, const torch::Tensor& attention_mask, bool last_only) {
+  const auto& c = model.config();
+  const int64_t B = ids_in.size(0), T = ids_in.size(1), R = B * T;
+  const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  const int64_t H = c.num_attention_heads, Hkv = c.num_key_value_heads, hd = c.head_dim;
+  const int64_t groups = H / Hkv;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+
+  KVCache scratch_cache(c.num_hidden_layers, T);
+  KVCache& kv = cache ? *cache : scratch_cache;
+  const int64_t past = kv.length(), S = past + T;
+
+  // Key mask over all positions [B, S] and each new token's rotary position: the count of real
+  // tokens up to it, minus one (left padding starts at 0, like the module path).
+  auto ids = ids_in.to(torch::kInt64).contiguous();
+  torch::Tensor new_mask =
+      attention_mask.defined()
+          ? attention_mask.narrow(1, attention_mask.size(1) - T, T).to(torch::kBool).contiguous()
+          : torch::ones({B, T}, torch::kBool);
+  std::vector<uint8_t> keys(static_cast<size_t>(B * S));
+  std::vector<int64_t> pos(static_cast<size_t>(R));
+  {
+    torch::Tensor old;
+    if (past > 0) old = kv.key_mask().contiguous();
+    const bool* om = past > 0 ? old.data_ptr<bool>() : nullptr;
+    const bool* nm = new_mask.data_ptr<bool>();
+    for (int64_t b = 0; b < B; ++b) {
+      uint8_t* row = keys.data() + b * S;
+      int64_t count = 0;
+      for (int64_t j = 0; j < past; ++j) count += (row[j] = om[b * past + j] ? 1 : 0);
+      for (int64_t j = 0; j < T; ++j) {
+        count += (row[past + j] = nm[b * T + j] ? 1 : 0);
+        pos[static_cast<size_t>(b * T + j)] = std::max<int64_t>(0, count - 1);
+      }
+    }
+  }
+
+  // Activations, one row per (sequence, new token).
+  thread_local std::vector<float> work;
+  const int64_t need = R * (2 * D + 2 * H * hd + 2 * Hkv * hd + 2 * F);
+  if (static_cast<int64_t>(work.size()) < need) work.resize(static_cast<size_t>(need));
+  float* x = work.data();
+  float* xn = x + R * D;
+  float* q = xn + R * D;
+  float* att = q + R * H * hd;
+  float* k = att + R * H * hd;
+  float* v = k + R * Hkv * hd;
+  float* gate = v + R * Hkv * hd;
+  float* up = gate + R * F;
+
+  const auto& embed = model.backbone->embed_tokens->weight;
+  const float* E = embed.data_ptr<float>();
+  const int64_t* id = ids.data_ptr<int64_t>();
+  for (int64_t r = 0; r < R; ++r) {
+    if (id[r] < 0 || id[r] >= V)
+      fail("forward: token id ", id[r], " is outside the vocabulary (", V, ")");
+    std::copy(E + id[r] * D, E + (id[r] + 1) * D, x + r * D);
+  }
+  const float* inv_freq = model.inv_freq().data_ptr<float>();
+  auto norm_rows = [&](const float* w) {
+    for (int64_t r = 0; r < R; ++r) kernels::rms_norm(x + r * D, w, eps, D, xn + r * D);
+  };
+
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    const auto& layer = *model.backbone->layer_list[static_cast<size_t>(l)];
+    const auto& A = *layer.self_attn;
+    norm_rows(layer.input_layernorm->weight.data_ptr<float>());
+    project(A.q_proj->weight, xn, R, q);
+    project(A.k_proj->weight, xn, R, k);
+    project(A.v_proj->weight, xn, R, v);
+    auto [kbuf, vbuf] = kv.reserve(l, B, Hkv, T, hd, embed.options());
+    const int64_t cap = kbuf.size(2);
+    float* K = kbuf.data_ptr<float>();
+    float* Vc = vbuf.data_ptr<float>();
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t b = r / T, j = r % T, p = pos[static_cast<size_t>(r)];
+      for (int64_t h = 0; h < H; ++h) kernels::rope_rotate(q + (r * H + h) * hd, inv_freq, hd, p);
+      for (int64_t g = 0; g < Hkv; ++g) {
+        float* kr = k + (r * Hkv + g) * hd;
+        kernels::rope_rotate(kr, inv_freq, hd, p);
+        const int64_t at = ((b * Hkv + g) * cap + past + j) * hd;
+        std::copy(kr, kr + hd, K + at);
+        std::copy(v + (r * Hkv + g) * hd, v + (r * Hkv + g + 1) * hd, Vc + at);
+      }
+    }
+    // Attention, one (sequence, token) row per task: causal over the real keys.
+    auto attend_rows = [&](int64_t begin, int64_t end) {
+      std::vector<float> scores(static_cast<size_t>(S));
+      std::vector<uint8_t> allowed(static_cast<size_t>(S));
+      for (int64_t r = begin; r < end; ++r) {
+        const int64_t b = r / T, j = r % T;
+        for (int64_t s = 0; s < S; ++s)
+          allowed[static_cast<size_t>(s)] = keys[static_cast<size_t>(b * S + s)] && s <= past + j;
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t g = h / groups, base = (b * Hkv + g) * cap * hd;
+          kernels::attend(q + (r * H + h) * hd, K + base, Vc + base, allowed.data(), S, hd, scale,
+                          scores.data(), att + (r * H + h) * hd);
+        }
+      }
+    };
+    if (R * S * H * hd < kParallelWork || R < 2)
+      attend_rows(0, R);
+    else
+      at::parallel_for(0, R, 1, attend_rows);
+    project(A.o_proj->weight, att, R, xn);
+    add_into(x, xn, R * D);
+
+    const auto& M = *layer.mlp;
+    norm_rows(layer.post_attention_layernorm->weight.data_ptr<float>());
+    project(M.gate_proj->weight, xn, R, gate);
+    project(M.up_proj->weight, xn, R, up);
+    kernels::silu_mul(gate, up, R * F);
+    project(M.down_proj->weight, gate, R, xn);
+    add_into(x, xn, R * D);
+  }
+  if (cache) cache->commit(new_mask);
+
+  // Final norm and lm_head over the rows asked for.
+  const int64_t Tout = last_only ? 1 : T, Rout = B * Tout;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < Tout; ++j) {
+      const int64_t src = b * T + (last_only ? T - 1 : j);
+      kernels::rms_norm(x + src * D, model.backbone->norm->weight.data_ptr<float>(), eps, D,
+                        xn + (b * Tout + j) * D);
+    }
+  auto logits = torch::empty({B, Tout, V}, torch::kFloat32);
+  project(model.lm_head ? model.lm_head->weight : embed, xn, Rout, logits.data_ptr<float>());
+  return logits;
+}
+
+}  // namespace drafteu

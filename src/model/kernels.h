@@ -1,0 +1,37 @@
+// Raw-pointer float32 kernels for the fast decode path (model/fast_forward): matrix-vector
+// products that stream a weight matrix once for a few input rows, RMSNorm, RoPE, SwiGLU and
+// one query row of attention. AVX2+FMA versions are chosen at run time where the CPU has them;
+// portable loops otherwise. No libtorch here: these are called with pointers into its tensors.
+#pragma once
+#include <cstdint>
+
+namespace drafteu::kernels {
+
+// y[r, i] = dot(w[i, :], x[r, :]) for output rows i in [row_begin, row_end) and r < rows.
+// w: [out, in] row-major (Hugging Face's layout); x: rows × in, stride x_stride; y: rows × out,
+// stride y_stride.
+void matvec_rows(const float* w, int64_t in, int64_t row_begin, int64_t row_end, const float* x,
+                 int64_t x_stride, int64_t rows, float* y, int64_t y_stride);
+
+float dot(const float* a, const float* b, int64_t n);
+void axpy(float a, const float* x, float* y, int64_t n);  // y += a * x
+
+// out = weight * x / sqrt(mean(x^2) + eps), in float as transformers computes it.
+void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out);
+
+// Half-split rotary embedding of one head vector in place, at integer position `pos`.
+void rope_rotate(float* x, const float* inv_freq, int64_t head_dim, int64_t pos);
+
+// gate[i] = silu(gate[i]) * up[i].
+void silu_mul(float* gate, const float* up, int64_t n);
+
+// One query head against keys/values [s, head_dim] (row stride head_dim): softmax(q·k * scale)
+// over the allowed keys, weighted sum of values into out[head_dim]. `allowed` marks keys to
+// attend (null = all); with none allowed every key counts equally, as an all-masked row does in
+// the reference path. scratch holds s floats.
+void attend(const float* q, const float* k, const float* v, const uint8_t* allowed, int64_t s,
+            int64_t head_dim, float scale, float* scratch, float* out);
+
+bool uses_avx2();  // which variant runs here (doctor, benchmarks)
+
+}  // namespace drafteu::kernels
