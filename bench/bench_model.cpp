@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "model/checkpoint.h"
+#include "model/fast_forward.h"
 #include "model/runtime.h"
 
 namespace {
@@ -111,6 +112,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
 
+  set_fast_forward_enabled(!reference);
   std::vector<Bench> models;
   try {
     torch::NoGradGuard ng;
@@ -131,7 +133,6 @@ int main(int argc, char** argv) {
   }
   for (auto& b : models) {
     b.model->eval();
-    b.model->set_fast_path(!reference);
     const std::string tag = b.name + (reference ? "/reference" : "");
     auto* p = benchmark::RegisterBenchmark(("Prefill128/" + tag).c_str(), prefill128, b.model);
     auto* d = benchmark::RegisterBenchmark(("Decode/" + tag).c_str(), decode, b.model);

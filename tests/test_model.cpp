@@ -69,6 +69,13 @@ double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
 }
 
+// Turns the fast path on or off for a scope (the switch is process-wide).
+struct FastForwardScope {
+  bool was = fast_forward_enabled();
+  explicit FastForwardScope(bool on) { set_fast_forward_enabled(on); }
+  ~FastForwardScope() { set_fast_forward_enabled(was); }
+};
+
 struct RefCase {
   std::string name;
   LlamaConfig config;
@@ -99,7 +106,7 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
     LoadedModel m = load_model(dir);
     for (bool fast : {true, false}) {  // the fused fast path and the module path
       SCOPED_TRACE(fast ? "fast path" : "module path");
-      m.model->set_fast_path(fast);
+      FastForwardScope path(fast);
 
       // Whole sequences at once.
       for (size_t i = 0; i < seqs.size(); ++i)
@@ -337,11 +344,12 @@ struct TwoPaths {
   void step(const torch::Tensor& ids, const torch::Tensor& mask = {}, bool last_only = false,
             bool use_cache = true) {
     EXPECT_EQ(fast_forward_refusal(m, ids, use_cache ? &fast_cache : nullptr, mask), "");
-    m.set_fast_path(true);
     auto a = m.forward(ids, use_cache ? &fast_cache : nullptr, mask, last_only);
-    m.set_fast_path(false);
-    auto b = m.forward(ids, use_cache ? &ref_cache : nullptr, mask, last_only);
-    m.set_fast_path(true);
+    torch::Tensor b;
+    {
+      FastForwardScope module_path(false);
+      b = m.forward(ids, use_cache ? &ref_cache : nullptr, mask, last_only);
+    }
     ASSERT_EQ(a.sizes(), b.sizes());
     EXPECT_LT(rel_diff(a, b), 2e-5) << "ids " << ids.sizes();
   }
@@ -416,9 +424,10 @@ TEST(FastPath, FallsBackToTheModulePathWhereItCannotRun) {
     EXPECT_NE(fast_forward_refusal(m, ids, nullptr, {}).find("adapters"), std::string::npos);
     auto with = m.forward(ids);
     EXPECT_GT(max_diff(with, plain), 1e-3);
-    m.set_fast_path(false);
-    EXPECT_LT(max_diff(m.forward(ids), with), 1e-6);
-    m.set_fast_path(true);
+    {
+      FastForwardScope module_path(false);
+      EXPECT_LT(max_diff(m.forward(ids), with), 1e-6);
+    }
     q.remove_delta(delta.get());
     EXPECT_EQ(fast_forward_refusal(m, ids, nullptr, {}), "");
 

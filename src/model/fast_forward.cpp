@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -14,17 +15,14 @@ namespace drafteu {
 
 namespace {
 
-// Input rows up to which the projections use the matrix-vector kernel (weights streamed once);
-// more rows go to BLAS GEMM.
-constexpr int64_t kMaxVectorRows = 8;
+// Rows the matrix-vector kernel takes at once (the weights are streamed once per block).
+constexpr int64_t kVectorRows = 8;
+// Multiply-adds from which many-row projections go to BLAS GEMM: below it the matrix-vector
+// kernel is faster (a GEMM call's packing and thread start-up dominate small products).
+constexpr int64_t kGemmWork = int64_t{1} << 22;
 // Multiply-adds below which a kernel runs on the calling thread: waking a second thread costs
 // more than it saves on smaller work (stories260K never splits; a 15M model splits its lm_head).
 constexpr int64_t kParallelWork = int64_t{1} << 18;
-
-struct LayerWeights {
-  const float *in_norm, *post_norm;
-  const torch::Tensor *q, *k, *v, *o, *gate, *up, *down;
-};
 
 bool has_deltas(const LinearImpl& l) {
   return !l.deltas().empty();
@@ -32,28 +30,39 @@ bool has_deltas(const LinearImpl& l) {
 
 // y [rows, out] = x [rows, in] · wᵀ.
 void project(const torch::Tensor& w, const float* x, int64_t rows, float* y) {
-  const int64_t out = w.size(0), in = w.size(1);
-  const float* wp = w.data_ptr<float>();
-  if (rows > kMaxVectorRows) {
+  const int64_t out = w.size(0), in = w.size(1), work = out * in * rows;
+  if (rows > kVectorRows && work >= kGemmWork) {
     auto xt = torch::from_blob(const_cast<float*>(x), {rows, in});
     auto yt = torch::from_blob(y, {rows, out});
     at::mm_out(yt, xt, w.t());
     return;
   }
-  if (out * in * rows < kParallelWork || at::get_num_threads() < 2) {
-    kernels::matvec_rows(wp, in, 0, out, x, in, rows, y, out);
-    return;
-  }
-  at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
-    kernels::matvec_rows(wp, in, begin, end, x, in, rows, y, out);
-  });
+  const float* wp = w.data_ptr<float>();
+  auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t r = 0; r < rows; r += kVectorRows)
+      kernels::matvec_rows(wp, in, begin, end, x + r * in, in, std::min(kVectorRows, rows - r),
+                           y + r * out, out);
+  };
+  if (work < kParallelWork || at::get_num_threads() < 2)
+    run(0, out);
+  else
+    at::parallel_for(0, out, 64, run);
 }
+
+std::atomic<bool> g_enabled{true};
 
 void add_into(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
 }
 
 }  // namespace
+
+void set_fast_forward_enabled(bool on) {
+  g_enabled = on;
+}
+bool fast_forward_enabled() {
+  return g_enabled;
+}
 
 std::string fast_forward_refusal(const LlamaForCausalLMImpl& model, const torch::Tensor& ids,
                                  const KVCache* cache, const torch::Tensor& attention_mask) {
@@ -155,7 +164,12 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
       fail("forward: token id ", id[r], " is outside the vocabulary (", V, ")");
     std::copy(E + id[r] * D, E + (id[r] + 1) * D, x + r * D);
   }
+  // Rotary cos | sin per row, shared by every layer and head.
+  std::vector<float> rope(static_cast<size_t>(R * hd));
   const float* inv_freq = model.inv_freq().data_ptr<float>();
+  for (int64_t r = 0; r < R; ++r)
+    kernels::rope_table(inv_freq, hd, pos[static_cast<size_t>(r)], rope.data() + r * hd,
+                        rope.data() + r * hd + hd / 2);
   auto norm_rows = [&](const float* w) {
     for (int64_t r = 0; r < R; ++r) kernels::rms_norm(x + r * D, w, eps, D, xn + r * D);
   };
@@ -172,11 +186,13 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
     float* K = kbuf.data_ptr<float>();
     float* Vc = vbuf.data_ptr<float>();
     for (int64_t r = 0; r < R; ++r) {
-      const int64_t b = r / T, j = r % T, p = pos[static_cast<size_t>(r)];
-      for (int64_t h = 0; h < H; ++h) kernels::rope_rotate(q + (r * H + h) * hd, inv_freq, hd, p);
+      const int64_t b = r / T, j = r % T;
+      const float* cs = rope.data() + r * hd;
+      for (int64_t h = 0; h < H; ++h)
+        kernels::rope_rotate(q + (r * H + h) * hd, cs, cs + hd / 2, hd);
       for (int64_t g = 0; g < Hkv; ++g) {
         float* kr = k + (r * Hkv + g) * hd;
-        kernels::rope_rotate(kr, inv_freq, hd, p);
+        kernels::rope_rotate(kr, cs, cs + hd / 2, hd);
         const int64_t at = ((b * Hkv + g) * cap + past + j) * hd;
         std::copy(kr, kr + hd, K + at);
         std::copy(v + (r * Hkv + g) * hd, v + (r * Hkv + g + 1) * hd, Vc + at);

@@ -12,6 +12,11 @@ namespace drafteu {
 class LlamaForCausalLMImpl;
 class KVCache;
 
+// Process-wide switch, on by default; off = every forward takes the module path (the reference
+// the tests compare with; bench_model --reference-path).
+void set_fast_forward_enabled(bool on);
+bool fast_forward_enabled();
+
 // "" when the fast path can run this call; otherwise the reason it cannot (gradients needed,
 // autocast, a dtype or device other than float32 CPU, adapters attached to a linear layer, a
 // cache expanded by a family, inputs the reference path rejects with its own error).

@@ -145,15 +145,21 @@ void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* 
   for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * r);
 }
 
-void rope_rotate(float* x, const float* inv_freq, int64_t head_dim, int64_t pos) {
-  const int64_t half = head_dim / 2;
+void rope_table(const float* inv_freq, int64_t head_dim, int64_t pos, float* cos, float* sin) {
   const float p = static_cast<float>(pos);
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const float f = p * inv_freq[i];  // float, as the module path computes it
+    cos[i] = std::cos(f);
+    sin[i] = std::sin(f);
+  }
+}
+
+void rope_rotate(float* x, const float* cos, const float* sin, int64_t head_dim) {
+  const int64_t half = head_dim / 2;
   for (int64_t i = 0; i < half; ++i) {
-    const float f = p * inv_freq[i];
-    const float c = std::cos(f), s = std::sin(f);
     const float a = x[i], b = x[i + half];
-    x[i] = a * c - b * s;
-    x[i + half] = b * c + a * s;
+    x[i] = a * cos[i] - b * sin[i];
+    x[i + half] = b * cos[i] + a * sin[i];
   }
 }
 

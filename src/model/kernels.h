@@ -19,8 +19,10 @@ void axpy(float a, const float* x, float* y, int64_t n);  // y += a * x
 // out = weight * x / sqrt(mean(x^2) + eps), in float as transformers computes it.
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out);
 
-// Half-split rotary embedding of one head vector in place, at integer position `pos`.
-void rope_rotate(float* x, const float* inv_freq, int64_t head_dim, int64_t pos);
+// cos/sin of pos * inv_freq[i] for i < head_dim / 2 (one table serves every head of a token).
+void rope_table(const float* inv_freq, int64_t head_dim, int64_t pos, float* cos, float* sin);
+// Half-split rotary embedding of one head vector in place.
+void rope_rotate(float* x, const float* cos, const float* sin, int64_t head_dim);
 
 // gate[i] = silu(gate[i]) * up[i].
 void silu_mul(float* gate, const float* up, int64_t n);

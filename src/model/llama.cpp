@@ -184,7 +184,7 @@ torch::Tensor LlamaForCausalLMImpl::logits(const torch::Tensor& hidden) {
 
 torch::Tensor LlamaForCausalLMImpl::forward(const torch::Tensor& ids, KVCache* cache,
                                             const torch::Tensor& attention_mask, bool last_only) {
-  if (fast_path_ && fast_forward_refusal(*this, ids, cache, attention_mask).empty())
+  if (fast_forward_enabled() && fast_forward_refusal(*this, ids, cache, attention_mask).empty())
     return fast_forward(*this, ids, cache, attention_mask, last_only);
   torch::Tensor new_mask;
   auto in = prepare(ids, cache, attention_mask, &new_mask);

@@ -94,9 +94,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   KVCache new_cache(int64_t capacity = 256) const;
 
   // forward() runs the fused float32 kernels (model/fast_forward) where they apply and the
-  // module path otherwise; off = always the module path (the reference the tests compare with).
-  void set_fast_path(bool on) { fast_path_ = on; }
-  bool fast_path() const { return fast_path_; }
+  // module path otherwise (set_fast_forward_enabled(false): always the module path).
   const torch::Tensor& inv_freq() const { return inv_freq_; }
 
   const LlamaConfig& config() const { return config_; }
@@ -115,7 +113,6 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   LlamaConfig config_;
   torch::Tensor inv_freq_;
   std::map<std::string, LinearImpl*> linears_;
-  bool fast_path_ = true;
 };
 TORCH_MODULE(LlamaForCausalLM);
 
