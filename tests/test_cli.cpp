@@ -1,6 +1,8 @@
 // The CLI as a user runs it: the real stories260K, the real Llama 3 tokenizer, bad flags.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -105,6 +107,38 @@ TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
     EXPECT_NE(r.exit_code, 0) << c.args;
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.args << "\nstderr: " << r.err;
     EXPECT_EQ(r.err.find("terminate called"), std::string::npos) << r.err;
+  }
+}
+
+// Hostile score input (issue 14): each record fails with the file, line and reason, at once.
+TEST(Cli, ScoreRejectsHostileRecords) {
+  auto dir = scratch_dir("cli_score_hostile");
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name, std::ios::binary) << text;
+    return (dir / name).string();
+  };
+  std::string long_prompt = "{\"prompt_ids\": [1";
+  for (int i = 0; i < 3000; ++i) long_prompt += ", 5";
+  long_prompt += "], \"response_ids\": [7]}\n";
+  struct Case {
+    std::string file, expect;
+  };
+  const std::vector<Case> cases = {
+      {write("missing.jsonl", "{\"prompt_ids\": [1]}\n"), "'response_ids' is missing"},
+      {write("long.jsonl", long_prompt), "context of 512"},
+      {write("huge.jsonl", "{\"prompt\": \"" + std::string(17 << 20, 'a') + "\"}\n"),
+       "exceeds the limit"},
+      {write("deep.jsonl", std::string(100000, '[') + std::string(100000, ']') + "\n"),
+       "nests deeper"},
+  };
+  for (const auto& c : cases) {
+    auto r = run_command(cli("score --threads 1 --target " + quote(stories260k_gguf()) +
+                             " --family-size 2 --input " + quote(c.file) + " --output " +
+                             quote((dir / "out.jsonl").string())));
+    EXPECT_NE(r.exit_code, 0) << c.file;
+    EXPECT_NE(r.err.find(c.file + ":1"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir / "out.jsonl"));
   }
 }
 

@@ -12,6 +12,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
 #include <set>
 #include <string>
 #include <thread>
@@ -34,6 +36,7 @@
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "model/generate_batch.h"
+#include "test_errors.h"
 #include "test_support.h"
 #include "util/build_info.h"
 #include "util/error.h"
@@ -98,6 +101,11 @@ std::vector<std::string> read_lines(const fs::path& p) {
   std::vector<std::string> out;
   for (std::string l; std::getline(in, l);) out.push_back(l);
   return out;
+}
+
+std::string read_bytes(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 std::vector<torch::Tensor> adapter_tensors(LoraAdapterImpl& a) {
@@ -600,6 +608,124 @@ TEST(Trainer, SigkillOfTheCliResumesToTheSameWeights) {
   auto a = read_lines(dir / "straight/adapter/adapter_model.safetensors");
   auto b = read_lines(dir / "killed/adapter/adapter_model.safetensors");
   EXPECT_TRUE(a == b) << "adapter files differ after SIGKILL + resume";
+}
+
+// A loss that turns non-finite at a given step: the loop must stop with an error, not save NaN.
+class PoisonedObjective : public Objective {
+ public:
+  PoisonedObjective(LlamaForCausalLM model, int64_t poison_step)
+      : model_(std::move(model)), lora_(*model_, LoraConfig{}), poison_step_(poison_step) {}
+  std::string name() const override { return "poisoned"; }
+  LoraAdapterImpl& adapter() override { return *lora_; }
+  MicroLoss loss(const Batch&, const StepContext& ctx) override {
+    auto l = lora_->parameters()[0].pow(2).sum();
+    if (ctx.step == poison_step_) l = l * std::numeric_limits<double>::quiet_NaN();
+    return {l, 1, {}};
+  }
+  json describe() const override { return json::object(); }
+
+ private:
+  LlamaForCausalLM model_;
+  LoraAdapter lora_;
+  int64_t poison_step_;
+};
+
+// Checkpoints are validated on resume (issue 14): checksums, the step, where `latest` points.
+TEST(Trainer, CorruptCheckpointsAreNamedNotLoaded) {
+  auto data = synthetic_samples(4, 1, 3);
+  TrainConfig tc;
+  tc.batch_size = 2, tc.max_steps = 4, tc.lr = 1e-2, tc.save_every = 2, tc.seed = 2;
+  tc.progress = false;
+  OsdConfig osd;
+  osd.lora.r = 2;
+  osd.teacher_noise.rank = 2;
+  const fs::path out = test::scratch_dir("distill_corrupt") / "run";
+  auto stopping = tc;
+  stopping.stop_after = 2;
+  {
+    OsdObjective o(tiny_model(1), osd, 3);
+    train(o, data, stopping, out);
+  }
+  const fs::path ck = out / "checkpoints/step-00000002";
+  ASSERT_TRUE(fs::exists(ck / "trainer_state.json"));
+  const std::string state = read_bytes(ck / "trainer_state.json");
+  auto resume_error = [&] {
+    OsdObjective o(tiny_model(1), osd, 3);
+    return test::error_of([&] { train(o, data, tc, out); });
+  };
+  auto expect_named = [&](const std::string& what, const std::string& file,
+                          const std::string& reason) {
+    const std::string err = resume_error();
+    EXPECT_NE(err.find(file), std::string::npos) << what << ": " << err;
+    EXPECT_NE(err.find(reason), std::string::npos) << what << ": " << err;
+  };
+  // A negative step once gave a negative range and SIGSEGV.
+  json st = json::parse(state);
+  st["step"] = -5;
+  std::ofstream(ck / "trainer_state.json") << st.dump();
+  expect_named("step -5", "trainer_state.json", "'step'");
+  st["step"] = 1e6;
+  std::ofstream(ck / "trainer_state.json") << st.dump();
+  expect_named("step 1e6", "trainer_state.json", "'step'");
+  std::ofstream(ck / "trainer_state.json") << "{\"step\": 2, ";
+  expect_named("torn state", "trainer_state.json", "not valid JSON");
+  std::ofstream(ck / "trainer_state.json") << state;
+  // One flipped bit inside params.pt loaded silently before.
+  const std::string params = read_bytes(ck / "params.pt");
+  std::string flipped = params;
+  flipped[flipped.size() / 2] ^= 0x10;
+  std::ofstream(ck / "params.pt", std::ios::binary) << flipped;
+  expect_named("bit flip", "params.pt", "checksum");
+  std::ofstream(ck / "params.pt", std::ios::binary) << params.substr(0, params.size() / 2);
+  expect_named("truncated", "params.pt", "checksum");
+  std::ofstream(ck / "params.pt", std::ios::binary) << params;
+  // `latest` may only name a checkpoint beside it.
+  for (const std::string target : {"/etc", "../../run", "step-00000002/../../x"}) {
+    std::ofstream(out / "checkpoints/latest") << target << "\n";
+    expect_named(target, "latest", "expected a checkpoint name");
+  }
+  std::ofstream(out / "checkpoints/latest") << "step-00000002\n";
+  // A checkpoint past the end of a shorter run.
+  auto shorter = tc;
+  shorter.max_steps = 1;
+  {
+    OsdObjective o(tiny_model(1), osd, 3);
+    const std::string err = test::error_of([&] { train(o, data, shorter, out); });
+    EXPECT_NE(err.find("step 2"), std::string::npos) << err;
+  }
+  // Intact again: the resume completes.
+  OsdObjective o(tiny_model(1), osd, 3);
+  EXPECT_TRUE(train(o, data, tc, out).finished);
+}
+
+TEST(Trainer, UnwritableOutputAndNonFiniteLossFailAtOnce) {
+  auto data = synthetic_samples(4, 1, 3);
+  TrainConfig tc;
+  tc.batch_size = 2, tc.max_steps = 6, tc.lr = 1e-2, tc.seed = 2, tc.progress = false;
+  const fs::path dir = test::scratch_dir("distill_unwritable");
+  // A path under a regular file can never be created (chmod does not stop root).
+  std::ofstream(dir / "file") << "x";
+  {
+    PoisonedObjective o(tiny_model(1), -1);
+    const std::string err = test::error_of([&] { train(o, data, tc, dir / "file" / "out"); });
+    EXPECT_NE(err.find((dir / "file" / "out").string()), std::string::npos) << err;
+  }
+  // The metrics file cannot be opened (a directory sits at its path): an error before step 1.
+  fs::create_directories(dir / "run1" / "metrics.jsonl");
+  {
+    PoisonedObjective o(tiny_model(1), -1);
+    const std::string err = test::error_of([&] { train(o, data, tc, dir / "run1"); });
+    EXPECT_NE(err.find("metrics.jsonl"), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(dir / "run1" / "checkpoints"));
+  }
+  // A NaN loss at step 3 stops the run; the last checkpoint is never written with NaN.
+  tc.save_every = 1;
+  PoisonedObjective o(tiny_model(1), 2);
+  const std::string err = test::error_of([&] { train(o, data, tc, dir / "run2"); });
+  EXPECT_NE(err.find("not finite"), std::string::npos) << err;
+  EXPECT_NE(err.find("step 3"), std::string::npos) << err;
+  EXPECT_EQ(read_bytes(dir / "run2/checkpoints/latest"), "step-00000002\n");
+  EXPECT_FALSE(fs::exists(dir / "run2/adapter"));
 }
 
 // ---------------------------------------------------------------- draft families

@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <initializer_list>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -19,6 +22,7 @@
 #include "family/peft.h"
 #include "model/io/safetensors.h"
 #include "model/llama.h"
+#include "test_errors.h"
 #include "test_support.h"
 #include "util/error.h"
 
@@ -398,7 +402,7 @@ TEST(Peft, BadAdaptersGiveClearErrors) {
   };
 
   write_text(config_path, "{\"peft_type\": \"LORA\", \"r\": 2,");
-  expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_config.json", "malformed JSON"});
+  expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_config.json", "not valid JSON"});
   with([](json& j) { j["peft_type"] = "IA3"; });
   expect_error([&] { load_peft_adapter(dir, *model); },
                {"adapter_config.json", "'peft_type'", "IA3"});
@@ -451,6 +455,72 @@ TEST(Peft, BadAdaptersGiveClearErrors) {
                {"lora_A.default.weight", "not a PEFT LoRA factor"});
   fs::remove(dir / "adapter_model.safetensors");
   expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_model.safetensors", "not found"});
+}
+
+// Hostile adapters (issue 14): deep JSON, a backtracking regex, non-finite weights, absurd alpha.
+TEST(Peft, HostileAdaptersGiveClearErrors) {
+  auto model = make_model(9);
+  LoraConfig cfg;
+  cfg.r = 2;
+  LoraAdapter lora(*model, cfg);
+  auto dir = test::scratch_dir("family_peft_hostile");
+  save_peft_adapter(*lora, dir);
+  const auto config_path = dir / "adapter_config.json";
+  const std::string good = json::parse(std::ifstream(config_path)).dump();
+  auto with_field = [&](const std::string& field, const std::string& raw_value) {
+    auto j = json::parse(good);
+    j.erase(field);
+    std::string text = j.dump();
+    text.insert(1, "\"" + field + "\": " + raw_value + ", ");
+    write_text(config_path, text);
+  };
+  const std::string deep = std::string(200000, '[') + std::string(200000, ']');
+  for (const char* field : {"target_modules", "bias"}) {
+    with_field(field, deep);
+    expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_config.json", "nests deeper"});
+  }
+  with_field("lora_alpha", "1e308");
+  expect_error([&] { load_peft_adapter(dir, *model); }, {"adapter_config.json", "'lora_alpha'"});
+  with_field("lora_alpha", "16");
+  EXPECT_NO_THROW(load_peft_adapter(dir, *model));
+
+  // Non-finite factors: the adapter loads no more (it used to give eu_hat null downstream).
+  const std::string q0 = "base_model.model.model.layers.0.self_attn.q_proj";
+  for (float bad : {std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    auto a = torch::zeros({2, 64});
+    auto b = torch::zeros({64, 2});
+    b[3][1] = bad;
+    std::vector<io::TensorToWrite> w = {
+        {q0 + ".lora_A.weight", io::DType::F32, {2, 64}, a.data_ptr(), size_t(a.numel()) * 4},
+        {q0 + ".lora_B.weight", io::DType::F32, {64, 2}, b.data_ptr(), size_t(b.numel()) * 4}};
+    io::write_safetensors(dir / "adapter_model.safetensors", w);
+    expect_error([&] { load_peft_adapter(dir, *model); },
+                 {"adapter_model.safetensors", q0 + ".lora_B.weight", "non-finite"});
+  }
+}
+
+TEST(Lora, TargetRegexIsABoundedFullMatch) {
+  auto model = make_model(9);
+  LoraConfig cfg;
+  // PEFT's re.fullmatch: a bare suffix matches nothing, an anchored-by-construction one does.
+  cfg.target_regex = "q_proj";
+  expect_error([&] { lora_target_modules(*model, cfg); }, {"matches no linear layer"});
+  cfg.target_regex = R"(model\.layers\.1\.self_attn\.(q|v)_proj)";
+  EXPECT_EQ(lora_target_modules(*model, cfg),
+            (std::vector<std::string>{"model.layers.1.self_attn.q_proj",
+                                      "model.layers.1.self_attn.v_proj"}));
+  cfg.target_regex = R"(.*\.mlp\.down_proj)";
+  EXPECT_EQ(lora_target_modules(*model, cfg).size(), 2u);
+  cfg.target_regex = "(unclosed";
+  expect_error([&] { lora_target_modules(*model, cfg); }, {"(unclosed", "invalid"});
+  // Patterns that backtrack exponentially end at once (std::regex ran for minutes).
+  for (const char* hostile : {"(.|.|.)*z", R"((.|.)*\d)"}) {
+    cfg.target_regex = hostile;
+    const auto t0 = std::chrono::steady_clock::now();
+    const std::string err = test::error_of([&] { lora_target_modules(*model, cfg); });
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+    EXPECT_NE(err.find(hostile), std::string::npos) << err;
+  }
 }
 
 // ---------------------------------------------------------------- noise

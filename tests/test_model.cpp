@@ -3,16 +3,21 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/resource.h>
+
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "model/autocast.h"
 #include "model/checkpoint.h"
 #include "model/fast_forward.h"
 #include "model/generate.h"
+#include "model/io/gguf.h"
 #include "model/io/safetensors.h"
 #include "model/runtime.h"
 #include "model/sampling.h"
+#include "test_errors.h"
 #include "test_support.h"
 #include "tolerance_tensor.h"
 #include "util/error.h"
@@ -248,6 +253,98 @@ TEST(ModelFormats, BadCheckpointsGiveClearErrors) {
     EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
   }
   EXPECT_THROW(load_model(dir / "nope"), Error);
+}
+
+// Peak resident memory of this process, in MiB.
+double peak_rss_mib() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+// Hostile configs (issue 14): sizes are checked against the tensors in the file before the
+// model is built, and values that were accepted silently are errors naming file and field.
+TEST(ModelFormats, HostileConfigsFailBeforeAllocating) {
+  for (bool tied : {false, true}) {  // the shapes the loader checks are the model's own
+    auto c = LlamaConfig::preset("tiny");
+    c.tie_word_embeddings = tied;
+    LlamaForCausalLM model(c);
+    std::map<std::string, std::vector<int64_t>> actual;
+    for (const auto& [name, t] : model->hf_state()) actual[name] = t.sizes().vec();
+    EXPECT_EQ(expected_hf_shapes(c), actual);
+  }
+  auto m = random_model(LlamaConfig::preset("tiny"), 1);
+  fs::path dir = test::scratch_dir("hostile_ckpt");
+  save_hf_model(m, dir);
+  const json good = json::parse(std::ifstream(dir / "config.json"));
+  auto error_with = [&](const std::function<void(json&)>& edit, const std::string& file) {
+    json cfg = good;
+    edit(cfg);
+    std::ofstream(dir / "config.json") << cfg.dump();
+    const double rss0 = peak_rss_mib();
+    std::string msg = "(no error)";
+    try {
+      load_model(dir);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    EXPECT_LT(peak_rss_mib() - rss0, 200.0) << msg;  // nothing big was allocated first
+    EXPECT_NE(msg.find(file), std::string::npos) << msg;
+    std::ofstream(dir / "config.json") << good.dump();
+    return msg;
+  };
+  const std::string cfg_file = (dir / "config.json").string();
+  // 1e6 layers, or 8192 wide, over a checkpoint of a few hundred KB.
+  EXPECT_NE(error_with([](json& j) { j["num_hidden_layers"] = 1000000; }, cfg_file)
+                .find("num_hidden_layers"),
+            std::string::npos);
+  EXPECT_NE(error_with([](json& j) { j["num_hidden_layers"] = 1000; }, "model.safetensors")
+                .find("not found"),
+            std::string::npos);
+  EXPECT_NE(error_with(
+                [](json& j) {
+                  j["hidden_size"] = 8192;
+                  j["head_dim"] = 2048;
+                },
+                "model.safetensors")
+                .find("config.json implies"),
+            std::string::npos);
+  // Values once accepted silently.
+  const std::vector<std::pair<std::string, json>> bad = {
+      {"bos_token_id", -1},           {"eos_token_id", 512},       {"eos_token_id", json{2, 9999}},
+      {"max_position_embeddings", 0}, {"hidden_size", 64.5},       {"num_hidden_layers", true},
+      {"vocab_size", "512"},          {"max_position_embeddings", -3}};
+  for (const auto& [field, value] : bad) {
+    SCOPED_TRACE(field + " = " + value.dump());
+    EXPECT_NE(error_with([&](json& j) { j[field] = value; }, cfg_file).find(field),
+              std::string::npos);
+  }
+  // generation_config.json ids outside the vocabulary, and wrong types.
+  for (const json& gen : {json{{"eos_token_id", 100000}}, json{{"bos_token_id", -2}},
+                          json{{"top_k", 1.5}}, json{{"eos_token_id", json::array({1, "x"})}}}) {
+    std::ofstream(dir / "generation_config.json") << gen.dump();
+    const std::string msg = test::error_of([&] { load_model(dir); });
+    EXPECT_NE(msg.find("generation_config.json"), std::string::npos) << gen.dump() << ": " << msg;
+  }
+  fs::remove(dir / "generation_config.json");
+  EXPECT_NO_THROW(load_model(dir));
+}
+
+// A GGUF whose attn_q is 1-D: "Dimension out of range" with no file named, before.
+TEST(ModelFormats, GgufTensorShapesCheckedAgainstMetadata) {
+  const io::GgufFile src(test::stories260k_gguf());
+  std::vector<io::GgufTensorToWrite> tensors;
+  for (const auto& t : src.tensors()) {
+    std::vector<int64_t> shape = t.shape;
+    if (t.name == "blk.0.attn_q.weight") shape = {t.shape[0] * t.shape[1]};
+    tensors.push_back({t.name, t.type, shape, t.data, t.nbytes});
+  }
+  const fs::path file = test::scratch_dir("gguf_1d_q") / "bad.gguf";
+  io::write_gguf(file, src.metadata(), tensors, src.alignment());
+  const std::string msg = test::error_of([&] { load_model(file); });
+  EXPECT_NE(msg.find(file.string()), std::string::npos) << msg;
+  EXPECT_NE(msg.find("blk.0.attn_q.weight"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("shape"), std::string::npos) << msg;
 }
 
 TEST(Sampling, WarpsMatchHandComputation) {

@@ -1,5 +1,8 @@
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -55,24 +58,34 @@ struct Record {
 };
 
 std::vector<int64_t> ids_field(const nlohmann::json& j, const char* key, const std::string& where) {
-  if (!j[key].is_array()) fail(where, ": field '", key, "' must be an array of token ids");
+  auto it = j.find(key);
+  if (it == j.end()) fail(where, ": field '", key, "' is missing");
+  if (!it->is_array()) fail(where, ": field '", key, "' must be an array of token ids");
   std::vector<int64_t> ids;
-  for (const auto& v : j[key]) {
+  for (const auto& v : *it) {
     if (!v.is_number_integer()) fail(where, ": field '", key, "' must hold integers");
     ids.push_back(v.get<int64_t>());
   }
   return ids;
 }
 
-std::vector<Record> read_records(const std::string& path, const Tokenizer* tok, int64_t vocab) {
+// A record is a prompt and a response that fit the model's context: a line longer than this
+// cannot be one (1M tokens of ids or text), and is refused before it is parsed.
+constexpr size_t kMaxLineBytes = size_t{16} << 20;
+
+std::vector<Record> read_records(const std::string& path, const Tokenizer* tok, int64_t vocab,
+                                 int64_t context) {
   std::istringstream in(read_text_file(path));
   std::vector<Record> records;
   std::string line;
   for (int line_no = 1; std::getline(in, line); ++line_no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     std::string where = path + ":" + std::to_string(line_no);
+    if (line.size() > kMaxLineBytes)
+      fail(where, ": line of ", line.size(), " bytes exceeds the limit of ", kMaxLineBytes);
     nlohmann::json j;
     try {
+      check_json_depth(line, where);
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error&) {
       fail(where, ": not valid JSON");
@@ -98,6 +111,11 @@ std::vector<Record> read_records(const std::string& path, const Tokenizer* tok, 
       for (auto id : *ids)
         if (id < 0 || id >= vocab)
           fail(where, ": token id ", id, " is outside the vocabulary (", vocab, ")");
+    const auto length = static_cast<int64_t>(r.prompt.size() + r.response.size());
+    if (length > context)
+      fail(where, ": prompt and response are ", length,
+           " tokens, longer than the models' context of ", context,
+           " (max_position_embeddings)");
     records.push_back(std::move(r));
   }
   return records;
@@ -156,9 +174,11 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
     ScoringModels models;
     std::shared_ptr<Tokenizer> tok;
     int64_t vocab = 0;
+    int64_t context = std::numeric_limits<int64_t>::max();
     auto note = [&](const LoadedModel& m) {
       if (!tok) tok = m.tokenizer;
       vocab = m.config().vocab_size;
+      context = std::min(context, m.config().max_position_embeddings);
     };
     if (!f->target.empty()) {
       LoadedModel t = load_model(f->target);
@@ -199,7 +219,7 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
       }
       models.reference = std::make_shared<Ensemble>(Ensemble::of_one(r.model));
     }
-    auto records = read_records(f->input, tok.get(), vocab);
+    auto records = read_records(f->input, tok.get(), vocab, context);
     TokenScorer scorer(std::move(models), f->chunk);
 
     std::string out;
@@ -208,7 +228,11 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
       for (const auto& t : scorer.score(records[r].prompt, records[r].response, tok.get())) {
         nlohmann::json j = {{"record", r}, {"index", t.index}, {"id", t.id}, {"text", t.text}};
         auto put = [&](const char* key, const std::optional<double>& v) {
-          if (v) j[key] = *v;
+          if (!v) return;
+          if (!std::isfinite(*v))  // JSON would write null: a non-finite model is an error
+            fail(f->input, ": record ", r + 1, " token ", t.index, ": ", key, " is not finite (",
+                 *v, "); a model or adapter holds inf/NaN weights");
+          j[key] = *v;
         };
         put("eu_true", t.eu_true);
         put("jsd", t.jsd);

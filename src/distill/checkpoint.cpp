@@ -2,11 +2,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <sstream>
 #include <vector>
 
+#include "distill/manifest.h"
 #include "family/peft.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace drafteu::distill {
 
@@ -14,10 +17,20 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// Files of a checkpoint whose SHA-256 trainer_state.json records and a load verifies.
+const char* const kCheckedFiles[] = {"params.pt", "optimizer.pt", kPeftConfigFile,
+                                     kPeftWeightsFile};
+
 std::string step_name(int64_t step) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "step-%08lld", static_cast<long long>(step));
   return buf;
+}
+
+// "step-" and 8+ digits: the only names `latest` may hold (never a path out of the run).
+bool is_step_name(const std::string& name) {
+  return name.size() >= 13 && name.size() <= 24 && name.rfind("step-", 0) == 0 &&
+         std::all_of(name.begin() + 5, name.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
 // Checkpoint directories in step order (temporaries excluded).
@@ -26,11 +39,28 @@ std::vector<fs::path> checkpoint_dirs(const fs::path& root) {
   if (!fs::exists(root)) return out;
   for (const auto& e : fs::directory_iterator(root)) {
     const auto name = e.path().filename().string();
-    if (e.is_directory() && name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos)
-      out.push_back(e.path());
+    if (e.is_directory() && is_step_name(name)) out.push_back(e.path());
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+// torch::save into memory, then one checked atomic write: torch's file writer throws from a
+// destructor on a full disk (std::terminate) and leaves a partial file.
+template <typename T>
+void save_torch(const T& value, const fs::path& file) {
+  std::ostringstream bytes;
+  torch::save(value, bytes);
+  write_file_atomic(file, bytes.str());
+}
+
+template <typename T>
+void load_torch(T& value, const fs::path& file) {
+  try {
+    torch::load(value, file.string());
+  } catch (const c10::Error& e) {
+    fail(file.string(), ": cannot read this checkpoint file: ", e.what_without_backtrace());
+  }
 }
 
 }  // namespace
@@ -45,10 +75,11 @@ void save_checkpoint(const fs::path& out, int64_t step, const LoraAdapterImpl& a
   save_peft_adapter(adapter, tmp);
   std::vector<torch::Tensor> params;
   for (const auto& p : adapter.parameters()) params.push_back(p.detach());
-  torch::save(params, (tmp / "params.pt").string());
-  torch::save(optimizer, (tmp / "optimizer.pt").string());
+  save_torch(params, tmp / "params.pt");
+  save_torch(optimizer, tmp / "optimizer.pt");
   auto state = info;
   state["step"] = step;
+  for (const char* f : kCheckedFiles) state["sha256"][f] = sha256_file(tmp / f);
   write_file_atomic(tmp / "trainer_state.json", state.dump(2) + "\n");
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
@@ -59,19 +90,50 @@ void save_checkpoint(const fs::path& out, int64_t step, const LoraAdapterImpl& a
     if (dirs[i] != final_dir) fs::remove_all(dirs[i]);
 }
 
+CheckpointState read_checkpoint_state(const fs::path& dir) {
+  const fs::path file = dir / "trainer_state.json";
+  CheckpointState st;
+  st.info = read_json_file(file);
+  auto step = st.info.find("step");
+  if (step == st.info.end() || !step->is_number_integer() || step->get<int64_t>() < 1)
+    fail(file.string(), ": field 'step' must be a positive integer, got ",
+         step == st.info.end() ? std::string("nothing") : json_preview(*step));
+  st.step = step->get<int64_t>();
+  if (dir.filename().string() != step_name(st.step))
+    fail(file.string(), ": field 'step' is ", st.step, " but the directory is ",
+         dir.filename().string());
+  auto sums = st.info.find("sha256");
+  if (sums == st.info.end() || !sums->is_object())
+    fail(file.string(), ": field 'sha256' (checksums of the checkpoint files) is missing");
+  for (const char* f : kCheckedFiles) {
+    auto want = sums->find(f);
+    if (want == sums->end() || !want->is_string())
+      fail(file.string(), ": field 'sha256' has no checksum for ", f);
+    if (!fs::is_regular_file(dir / f)) fail((dir / f).string(), ": missing checkpoint file");
+    if (sha256_file(dir / f) != want->get<std::string>())
+      fail((dir / f).string(), ": checksum mismatch (the file is corrupt or was changed)");
+  }
+  return st;
+}
+
 std::optional<CheckpointState> load_latest_checkpoint(const fs::path& out, LoraAdapterImpl& adapter,
                                                       torch::optim::Optimizer& optimizer) {
   const fs::path root = out / "checkpoints";
   if (fs::exists(root))  // leftovers of a save that was killed midway
     for (const auto& e : fs::directory_iterator(root))
       if (e.path().extension() == ".tmp") fs::remove_all(e.path());
-  if (!fs::exists(root / "latest")) return std::nullopt;
-  std::string name = read_text_file(root / "latest");
+  const fs::path latest = root / "latest";
+  if (!fs::exists(latest)) return std::nullopt;
+  std::string name = read_text_file(latest);
   while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+  if (!is_step_name(name))
+    fail(latest.string(), ": expected a checkpoint name like step-00000010, got '",
+         name.substr(0, 60), "'");
   const fs::path dir = root / name;
-  if (!fs::is_directory(dir)) fail((root / "latest").string(), ": names missing checkpoint ", name);
+  if (!fs::is_directory(dir)) fail(latest.string(), ": names missing checkpoint ", name);
+  CheckpointState st = read_checkpoint_state(dir);  // verifies checksums before any torch::load
   std::vector<torch::Tensor> saved;
-  torch::load(saved, (dir / "params.pt").string());
+  load_torch(saved, dir / "params.pt");
   auto params = adapter.parameters();
   if (saved.size() != params.size())
     fail(dir.string(), ": holds ", saved.size(), " adapter tensors, the run has ", params.size(),
@@ -82,13 +144,12 @@ std::optional<CheckpointState> load_latest_checkpoint(const fs::path& out, LoraA
       if (saved[i].sizes() != params[i].sizes())
         fail(dir.string(), ": adapter tensor ", i, " has shape ", saved[i].sizes(), ", expected ",
              params[i].sizes());
+      if (!torch::isfinite(saved[i]).all().item<bool>())
+        fail((dir / "params.pt").string(), ": adapter tensor ", i, " holds non-finite values");
       params[i].copy_(saved[i]);
     }
   }
-  torch::load(optimizer, (dir / "optimizer.pt").string());
-  CheckpointState st;
-  st.info = nlohmann::json::parse(read_text_file(dir / "trainer_state.json"));
-  st.step = st.info.at("step").get<int64_t>();
+  load_torch(optimizer, dir / "optimizer.pt");
   return st;
 }
 

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <numeric>
 #include <optional>
@@ -51,6 +53,16 @@ void truncate_metrics(const fs::path& file, int64_t step) {
     }
   }
   write_file_atomic(file, kept);
+}
+
+// Creates `out` and proves it writable now, so a read-only or full directory fails before any
+// training time is spent.
+void ensure_writable(const fs::path& out) {
+  std::error_code ec;
+  fs::create_directories(out, ec);
+  if (ec) fail(out.string(), ": cannot create the output directory: ", ec.message());
+  write_file_atomic(out / ".write-test", std::string(4096, '\0'));
+  fs::remove(out / ".write-test", ec);
 }
 
 }  // namespace
@@ -100,7 +112,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
   const ComputeDtype compute_dtype = parse_compute_dtype(config.dtype, "training config: dtype");
   if (data.empty()) fail("train: no training samples");
   tune_malloc_for_training();
-  fs::create_directories(out);
+  ensure_writable(out);
   const auto n = static_cast<int64_t>(data.size());
   const int64_t steps = total_steps(config, n), micros = total_micro(config, n);
 
@@ -113,6 +125,9 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
   int64_t start = 0;
   if (auto ck = load_latest_checkpoint(out, adapter, optimizer)) {
     start = ck->step;
+    if (start > steps)
+      fail((out / "checkpoints").string(), ": the latest checkpoint is at step ", start,
+           " but this run has only ", steps, " steps (use a fresh --out)");
     if (ck->info.value("seed", config.seed) != config.seed)
       fail(out.string(), ": checkpoint was made with seed ", ck->info.value("seed", uint64_t{0}),
            ", this run uses ", config.seed, " (use a fresh --out)");
@@ -120,6 +135,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
   const fs::path metrics_file = out / "metrics.jsonl";
   truncate_metrics(metrics_file, start);
   std::ofstream metrics(metrics_file, std::ios::app);
+  if (!metrics) fail(metrics_file.string(), ": cannot open for writing: ", std::strerror(errno));
 
   TrainResult result;
   result.total_steps = steps;
@@ -156,8 +172,13 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
         Autocast autocast(compute_dtype);  // forward only: backward follows the forward's types
         ml = objective.loss(batch, ctx);
       }
+      const double micro_loss = ml.loss.item<double>();
+      if (!std::isfinite(micro_loss))
+        fail(objective.name(), ": step ", step + 1, " micro-batch ", a,
+             ": the loss is not finite (", micro_loss,
+             "); lower the learning rate or check the data (nothing of this step was saved)");
       (ml.loss / static_cast<double>(config.grad_accum)).backward();
-      loss_sum += ml.loss.item<double>();
+      loss_sum += micro_loss;
       tokens += batch.attention.sum().item<int64_t>();
       ++micro_count;
       for (const auto& [k, v] : ml.metrics) extra[k] += v;
@@ -166,6 +187,10 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
     if (config.max_grad_norm > 0)
       grad_norm = torch::nn::utils::clip_grad_norm_(params, config.max_grad_norm);
     optimizer.step();
+    for (const auto& p : params)
+      if (!torch::isfinite(p).all().item<bool>())
+        fail(objective.name(), ": step ", step + 1,
+             ": the adapter became non-finite (inf or NaN); lower the learning rate");
     const double loss = micro_count ? loss_sum / static_cast<double>(micro_count) : 0.0;
     result.last_loss = loss;
     json line = {{"step", step + 1},
@@ -178,6 +203,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
     for (const auto& [k, v] : extra)
       line[k] = v / static_cast<double>(std::max<int64_t>(micro_count, 1));
     metrics << line.dump() << "\n" << std::flush;
+    if (!metrics) fail(metrics_file.string(), ": write failed (disk full?)");
     tokens_this_run += tokens;
     if (progress) {
       const double secs =

@@ -14,6 +14,9 @@
 
 namespace drafteu {
 
+// The largest |lora_alpha| an adapter may declare (see LoraConfig::validate).
+inline constexpr double kMaxLoraAlpha = 1e6;
+
 struct LoraConfig {
   int64_t r = 8;
   double alpha = 16.0;
@@ -21,7 +24,7 @@ struct LoraConfig {
   // Suffixes matched against module names (PEFT's list form)...
   std::vector<std::string> target_modules{"q_proj", "v_proj"};
   // ...or PEFT's string form: a regex that must match a whole module name ("all-linear": every
-  // linear layer but lm_head). Wins over target_modules when set.
+  // linear layer but lm_head), run by PCRE2 with a backtracking limit. Wins when set.
   std::string target_regex;
   bool use_rslora = false;  // scaling alpha/sqrt(r) instead of alpha/r
   std::string base_model_name_or_path;

@@ -9,6 +9,7 @@
 #include "model/io/safetensors.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace drafteu {
 namespace fs = std::filesystem;
@@ -60,7 +61,7 @@ void require_absent_or(const json& j, const std::string& source, const char* fie
   auto it = j.find(field);
   if (it == j.end() || it->is_null() || *it == expected) return;
   if (expected.is_object() && it->is_object() && it->empty()) return;
-  fail(source, ": field '", field, "' = ", it->dump(), " is not supported (", why, ")");
+  fail(source, ": field '", field, "' = ", json_preview(*it), " is not supported (", why, ")");
 }
 
 double number_field(const json& j, const std::string& source, const char* field,
@@ -70,7 +71,8 @@ double number_field(const json& j, const std::string& source, const char* field,
     if (fallback) return *fallback;
     fail(source, ": missing field '", field, "'");
   }
-  if (!it->is_number()) fail(source, ": field '", field, "' must be a number, got ", it->dump());
+  if (!it->is_number())
+    fail(source, ": field '", field, "' must be a number, got ", json_preview(*it));
   return it->get<double>();
 }
 
@@ -101,12 +103,12 @@ LoraConfig peft_config_from_json(const json& j, const std::string& source) {
     c.target_modules.clear();
     for (const auto& m : *t) {
       if (!m.is_string())
-        fail(source, ": field 'target_modules' must hold strings, got ", m.dump());
+        fail(source, ": field 'target_modules' must hold strings, got ", json_preview(m));
       c.target_modules.push_back(m.get<std::string>());
     }
   } else {
     fail(source, ": field 'target_modules' must be a list of names or a regex string, got ",
-         t->dump());
+         json_preview(*t));
   }
 
   if (auto it = j.find("use_rslora"); it != j.end() && !it->is_null()) {
@@ -176,12 +178,7 @@ LoraAdapter load_peft_adapter(const fs::path& dir, LlamaForCausalLMImpl& model) 
   const std::string cfg_src = config_path.string();
   if (!fs::exists(config_path)) fail(cfg_src, ": file not found");
   if (!fs::exists(weights_path)) fail(weights_path.string(), ": file not found");
-  json j;
-  try {
-    j = json::parse(read_text_file(config_path));
-  } catch (const json::exception& e) {
-    fail(cfg_src, ": malformed JSON: ", e.what());
-  }
+  const json j = parse_json(read_text_file(config_path), cfg_src);
   LoraConfig config = peft_config_from_json(j, cfg_src);
 
   io::SafetensorsFile file(weights_path);
@@ -236,6 +233,8 @@ LoraAdapter load_peft_adapter(const fs::path& dir, LlamaForCausalLMImpl& model) 
   auto to_tensor = [&](const io::TensorView& v) {
     auto t = torch::empty(v.shape, torch::kFloat32);
     io::convert_to_f32(v.dtype, v.data, t.data_ptr<float>(), static_cast<size_t>(v.numel()));
+    if (!torch::isfinite(t).all().item<bool>())
+      fail(src, ": tensor '", v.name, "' holds non-finite values (inf or NaN)");
     return t;
   };
   for (const auto& [module, ab] : factors) {

@@ -51,32 +51,9 @@ void assign(torch::Tensor& param, const torch::Tensor& value, const std::string&
 }
 
 GenerationConfig read_generation_config(const fs::path& dir, const LlamaConfig& c) {
-  GenerationConfig g;
-  g.eos_token_ids = c.eos_token_ids;
-  g.bos_token_id = c.bos_token_id;
-  fs::path file = dir / "generation_config.json";
-  if (!fs::exists(file)) return g;
-  json j = read_json_file(file);
-  try {
-    if (auto it = j.find("eos_token_id"); it != j.end() && !it->is_null()) {
-      g.eos_token_ids.clear();
-      if (it->is_array())
-        for (const auto& v : *it) g.eos_token_ids.push_back(v.get<int64_t>());
-      else
-        g.eos_token_ids.push_back(it->get<int64_t>());
-    }
-    if (auto it = j.find("bos_token_id"); it != j.end() && !it->is_null())
-      g.bos_token_id = it->get<int64_t>();
-    g.do_sample = j.value("do_sample", false);
-    g.temperature = j.value("temperature", 1.0);
-    g.top_k = j.value("top_k", int64_t{0});
-    g.top_p = j.value("top_p", 1.0);
-    if (auto it = j.find("max_new_tokens"); it != j.end() && !it->is_null())
-      g.max_new_tokens = it->get<int64_t>();
-  } catch (const json::exception& e) {
-    fail(file.string(), ": a field has the wrong type: ", e.what());
-  }
-  return g;
+  const fs::path file = dir / "generation_config.json";
+  if (!fs::exists(file)) return GenerationConfig::from_hf_json(json::object(), c, file.string());
+  return GenerationConfig::from_hf_json(read_json_file(file), c, file.string());
 }
 
 json generation_config_json(const GenerationConfig& g) {
@@ -91,8 +68,36 @@ json generation_config_json(const GenerationConfig& g) {
   return j;
 }
 
-void load_hf_weights(LlamaForCausalLMImpl& model, const fs::path& dir) {
-  io::SafetensorsCheckpoint ckpt(dir);
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+// Every tensor the config implies must be in the file with that shape, checked before the model
+// is built: a lying config must not allocate (or initialise) gigabytes first.
+void check_hf_shapes(const LlamaConfig& c, const io::SafetensorsCheckpoint& ckpt,
+                     const fs::path& config_file) {
+  for (const auto& [name, want] : expected_hf_shapes(c)) {
+    const io::TensorView& v = ckpt.get(name);
+    if (v.shape != want)
+      fail(ckpt.describe(), ": tensor '", name, "' has shape ", shape_text(v.shape), " but ",
+           config_file.string(), " implies ", shape_text(want));
+  }
+}
+
+void check_gguf_shapes(const LlamaConfig& c, const io::GgufFile& g) {
+  for (const auto& [name, want] : expected_hf_shapes(c)) {
+    const std::string gname = gguf_tensor_name(name);
+    const io::GgufTensor* t = g.find_tensor(gname);
+    if (!t) fail(g.path().string(), ": missing tensor '", gname, "' (", name, ")");
+    if (t->shape != want)
+      fail(g.path().string(), ": tensor '", gname, "' has shape ", shape_text(t->shape),
+           " but the metadata (llama.*) implies ", shape_text(want));
+  }
+}
+
+void load_hf_weights(LlamaForCausalLMImpl& model, const io::SafetensorsCheckpoint& ckpt) {
   auto state = model.hf_state();
   for (auto& [name, param] : state) {
     const io::TensorView& v = ckpt.get(name);
@@ -118,6 +123,27 @@ void load_gguf_weights(LlamaForCausalLMImpl& model, const io::GgufFile& g) {
 }
 
 }  // namespace
+
+std::map<std::string, std::vector<int64_t>> expected_hf_shapes(const LlamaConfig& c) {
+  const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim,
+                kv = c.num_key_value_heads * c.head_dim, ffn = c.intermediate_size;
+  std::map<std::string, std::vector<int64_t>> out{{"model.embed_tokens.weight", {c.vocab_size, h}},
+                                                  {"model.norm.weight", {h}}};
+  if (!c.tie_word_embeddings) out["lm_head.weight"] = {c.vocab_size, h};
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    out[p + "input_layernorm.weight"] = {h};
+    out[p + "post_attention_layernorm.weight"] = {h};
+    out[p + "self_attn.q_proj.weight"] = {q, h};
+    out[p + "self_attn.k_proj.weight"] = {kv, h};
+    out[p + "self_attn.v_proj.weight"] = {kv, h};
+    out[p + "self_attn.o_proj.weight"] = {h, q};
+    out[p + "mlp.gate_proj.weight"] = {ffn, h};
+    out[p + "mlp.up_proj.weight"] = {ffn, h};
+    out[p + "mlp.down_proj.weight"] = {h, ffn};
+  }
+  return out;
+}
 
 std::string gguf_tensor_name(const std::string& hf) {
   for (const auto& [h, g] : kGlobalNames)
@@ -172,8 +198,10 @@ LoadedModel load_model(const fs::path& path, const LoadOptions& options) {
   torch::NoGradGuard no_grad;
   if (fs::is_directory(path)) {
     auto config = LlamaConfig::from_hf_file(path / "config.json");
+    io::SafetensorsCheckpoint ckpt(path);
+    check_hf_shapes(config, ckpt, path / "config.json");
     out.model = LlamaForCausalLM(config);
-    load_hf_weights(*out.model, path);
+    load_hf_weights(*out.model, ckpt);
     out.generation = read_generation_config(path, config);
     if (!options.tokenizer && fs::exists(path / "tokenizer.json"))
       out.tokenizer = load_tokenizer_json(path / "tokenizer.json");
@@ -183,6 +211,7 @@ LoadedModel load_model(const fs::path& path, const LoadOptions& options) {
       fail(path.string(), ": expected an HF model directory or a .gguf file");
     io::GgufFile g(path);
     auto config = LlamaConfig::from_gguf(g);
+    check_gguf_shapes(config, g);
     out.model = LlamaForCausalLM(config);
     load_gguf_weights(*out.model, g);
     out.generation.eos_token_ids = config.eos_token_ids;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,17 +15,6 @@
 #include "model/tokenizer/tokenizer.h"
 
 namespace drafteu {
-
-// generation_config.json: end-of-sequence ids and sampling defaults.
-struct GenerationConfig {
-  std::vector<int64_t> eos_token_ids;
-  std::optional<int64_t> bos_token_id;
-  bool do_sample = false;
-  double temperature = 1.0;
-  int64_t top_k = 0;
-  double top_p = 1.0;
-  std::optional<int64_t> max_new_tokens;
-};
 
 struct LoadOptions {
   torch::Device device = torch::kCPU;
@@ -51,6 +41,10 @@ void save_hf_model(const LoadedModel& m, const std::filesystem::path& dir,
 // Writes a GGUF v3 file as llama.cpp lays it out (q/k rows permuted to Meta's interleaved RoPE).
 void save_gguf_model(const LoadedModel& m, const std::filesystem::path& file,
                      io::DType dtype = io::DType::F32);
+
+// The HF tensor names a model of config `c` holds (as hf_state() names them) and their shapes;
+// loaders check a file against these before building the model.
+std::map<std::string, std::vector<int64_t>> expected_hf_shapes(const LlamaConfig& c);
 
 // The GGUF tensor name for an HF parameter name, and back ("" when there is none).
 std::string gguf_tensor_name(const std::string& hf_name);

@@ -1,6 +1,8 @@
 #include "model/config.h"
 
 #include <nlohmann/json.hpp>
+#include <cmath>
+#include <type_traits>
 
 #include "model/io/gguf.h"
 #include "util/error.h"
@@ -20,6 +22,26 @@ void LlamaConfig::validate(const std::string& source) const {
   positive(num_attention_heads, "num_attention_heads");
   positive(num_key_value_heads, "num_key_value_heads");
   positive(head_dim, "head_dim");
+  positive(max_position_embeddings, "max_position_embeddings");
+  // Upper bounds far above any real Llama (405B: width 16384, 126 layers, vocab 128256), so that
+  // size arithmetic cannot overflow and a lying config fails here, not in the allocator.
+  auto at_most = [&](int64_t v, int64_t limit, const char* field) {
+    if (v > limit) fail(source, ": field '", field, "' is ", v, ", above the limit of ", limit);
+  };
+  at_most(vocab_size, int64_t{1} << 24, "vocab_size");
+  at_most(hidden_size, int64_t{1} << 16, "hidden_size");
+  at_most(intermediate_size, int64_t{1} << 18, "intermediate_size");
+  at_most(num_hidden_layers, 4096, "num_hidden_layers");
+  at_most(num_attention_heads, 4096, "num_attention_heads");
+  at_most(num_key_value_heads, 4096, "num_key_value_heads");
+  at_most(head_dim, 4096, "head_dim");
+  at_most(max_position_embeddings, int64_t{1} << 24, "max_position_embeddings");
+  if (bos_token_id && (*bos_token_id < 0 || *bos_token_id >= vocab_size))
+    fail(source, ": field 'bos_token_id' is ", *bos_token_id, ", outside the vocabulary of ",
+         vocab_size);
+  for (int64_t id : eos_token_ids)
+    if (id < 0 || id >= vocab_size)
+      fail(source, ": field 'eos_token_id' holds ", id, ", outside the vocabulary of ", vocab_size);
   if (num_attention_heads % num_key_value_heads != 0)
     fail(source, ": num_attention_heads (", num_attention_heads,
          ") must be a multiple of num_key_value_heads (", num_key_value_heads, ")");
@@ -50,15 +72,32 @@ int64_t LlamaConfig::num_parameters_read_per_token() const {
 
 namespace {
 
+// nlohmann converts between number types (and booleans) silently: 64.5 would become 64.
+template <typename T>
+bool has_type(const json& v) {
+  if constexpr (std::is_same_v<T, int64_t>)
+    return v.is_number_integer() && !(v.is_number_unsigned() && v.get<uint64_t>() > INT64_MAX);
+  else if constexpr (std::is_same_v<T, double>)
+    return v.is_number();
+  else if constexpr (std::is_same_v<T, bool>)
+    return v.is_boolean();
+  else
+    return v.is_string();
+}
+
 template <typename T>
 T required(const json& j, const char* key, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) fail(source, ": missing field '", key, "'");
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    fail(source, ": field '", key, "' has the wrong type (", it->type_name(), ")");
-  }
+  if (!has_type<T>(*it))
+    fail(source, ": field '", key, "' has the wrong type (", it->type_name(), " ",
+         json_preview(*it), ", expected ",
+         std::is_same_v<T, int64_t> ? "an integer"
+         : std::is_same_v<T, double> ? "a number"
+         : std::is_same_v<T, bool>   ? "a boolean"
+                                     : "a string",
+         ")");
+  return it->get<T>();
 }
 
 template <typename T>
@@ -71,11 +110,11 @@ T optional_field(const json& j, const char* key, T fallback, const std::string& 
 std::vector<int64_t> id_list(const json& j, const char* key, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return {};
-  if (it->is_number_integer()) return {it->get<int64_t>()};
+  if (has_type<int64_t>(*it)) return {it->get<int64_t>()};
   if (it->is_array()) {
     std::vector<int64_t> out;
     for (const auto& v : *it) {
-      if (!v.is_number_integer()) fail(source, ": field '", key, "' must hold integers");
+      if (!has_type<int64_t>(v)) fail(source, ": field '", key, "' must hold integers");
       out.push_back(v.get<int64_t>());
     }
     return out;
@@ -126,6 +165,40 @@ LlamaConfig LlamaConfig::from_hf_json(const json& j, const std::string& source) 
   c.eos_token_ids = id_list(j, "eos_token_id", source);
   c.validate(source);
   return c;
+}
+
+GenerationConfig GenerationConfig::from_hf_json(const json& j, const LlamaConfig& model,
+                                                const std::string& source) {
+  if (!j.is_object()) fail(source, ": expected a JSON object");
+  GenerationConfig g;
+  g.eos_token_ids = model.eos_token_ids;
+  g.bos_token_id = model.bos_token_id;
+  auto in_vocab = [&](int64_t id, const char* field) {
+    if (id < 0 || id >= model.vocab_size)
+      fail(source, ": field '", field, "' holds ", id, ", outside the vocabulary of ",
+           model.vocab_size);
+    return id;
+  };
+  if (j.contains("eos_token_id") && !j["eos_token_id"].is_null()) {
+    g.eos_token_ids.clear();
+    for (int64_t id : id_list(j, "eos_token_id", source))
+      g.eos_token_ids.push_back(in_vocab(id, "eos_token_id"));
+  }
+  if (j.contains("bos_token_id") && !j["bos_token_id"].is_null())
+    g.bos_token_id = in_vocab(required<int64_t>(j, "bos_token_id", source), "bos_token_id");
+  g.do_sample = optional_field<bool>(j, "do_sample", false, source);
+  g.temperature = optional_field<double>(j, "temperature", 1.0, source);
+  g.top_k = optional_field<int64_t>(j, "top_k", 0, source);
+  g.top_p = optional_field<double>(j, "top_p", 1.0, source);
+  if (j.contains("max_new_tokens") && !j["max_new_tokens"].is_null())
+    g.max_new_tokens = required<int64_t>(j, "max_new_tokens", source);
+  if (!(g.temperature >= 0) || !std::isfinite(g.temperature))
+    fail(source, ": field 'temperature' must be a finite number >= 0");
+  if (!(g.top_p > 0 && g.top_p <= 1)) fail(source, ": field 'top_p' must be in (0, 1]");
+  if (g.top_k < 0) fail(source, ": field 'top_k' must be >= 0");
+  if (g.max_new_tokens && *g.max_new_tokens < 0)
+    fail(source, ": field 'max_new_tokens' must be >= 0");
+  return g;
 }
 
 LlamaConfig LlamaConfig::from_hf_file(const std::filesystem::path& config_json) {
@@ -186,11 +259,18 @@ LlamaConfig LlamaConfig::from_gguf(const io::GgufFile& g) {
   } else if (g.has("tokenizer.ggml.tokens")) {
     c.vocab_size = static_cast<int64_t>(g.get_string_array("tokenizer.ggml.tokens").size());
   }
-  if (const auto* emb = g.find_tensor("token_embd.weight"); emb && c.vocab_size == 0)
-    c.vocab_size = emb->shape.at(0);
+  if (const auto* emb = g.find_tensor("token_embd.weight"); emb && c.vocab_size == 0) {
+    if (emb->shape.size() != 2)
+      fail(src, ": tensor 'token_embd.weight' has ", emb->shape.size(), " dimensions, expected 2");
+    c.vocab_size = emb->shape[0];
+  }
   c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
-  if (auto v = g.find_int("tokenizer.ggml.bos_token_id")) c.bos_token_id = *v;
-  if (auto v = g.find_int("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {*v};
+  auto id = [&](const char* key) {  // llama.cpp writes "none" as -1 (0xFFFFFFFF as u32)
+    auto v = g.find_int(key);
+    return v && *v != -1 && *v != 0xFFFFFFFF ? v : std::nullopt;
+  };
+  if (auto v = id("tokenizer.ggml.bos_token_id")) c.bos_token_id = *v;
+  if (auto v = id("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {*v};
   c.validate(src);
   return c;
 }

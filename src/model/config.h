@@ -54,4 +54,20 @@ struct LlamaConfig {
   static std::vector<std::string> preset_names();
 };
 
+// generation_config.json: end-of-sequence ids and sampling defaults.
+struct GenerationConfig {
+  std::vector<int64_t> eos_token_ids;
+  std::optional<int64_t> bos_token_id;
+  bool do_sample = false;
+  double temperature = 1.0;
+  int64_t top_k = 0;
+  double top_p = 1.0;
+  std::optional<int64_t> max_new_tokens;
+
+  // Fields of `j` over the model's defaults (bos/eos of `model`); ids must lie in its
+  // vocabulary. Errors name `source` and the field.
+  static GenerationConfig from_hf_json(const nlohmann::json& j, const LlamaConfig& model,
+                                       const std::string& source);
+};
+
 }  // namespace drafteu
