@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -562,9 +563,12 @@ const char* kModel = "stories260K";
 struct LiveServer {
   std::unique_ptr<SpeculativeDecoder> decoder;
   std::unique_ptr<Server> server;
-  LiveServer(int64_t max_queue, int64_t max_batch, size_t max_body = 1 << 20) {
+  // drafts: stories().drafts unless given; tweak: changes to the test configuration.
+  LiveServer(int64_t max_queue, int64_t max_batch, size_t max_body = 1 << 20,
+             std::shared_ptr<Family> drafts = nullptr,
+             const std::function<void(ServerConfig&)>& tweak = {}) {
     auto& st = stories();
-    decoder = std::make_unique<SpeculativeDecoder>(st.target.model, st.drafts);
+    decoder = std::make_unique<SpeculativeDecoder>(st.target.model, drafts ? drafts : st.drafts);
     ServerConfig c;
     c.port = 0;
     c.api_key = kKey;
@@ -578,6 +582,8 @@ struct LiveServer {
     c.defaults.policy.flag_threshold = 0.01;
     c.calibration = Calibration::from_json(
         {{"feature", "eu_mean"}, {"coef", 10.0}, {"intercept", -2.0}}, "test");
+    c.score_limits.max_inputs = 4;
+    if (tweak) tweak(c);
     server = std::make_unique<Server>(*decoder, st.target.tokenizer, c);
     server->start();
   }
@@ -599,8 +605,9 @@ struct Reply {
   json body;
   std::string raw;
 };
-Reply post(const std::string& path, const std::string& body, bool auth = true) {
-  auto c = live().client(auth);
+Reply post_to(LiveServer& server, const std::string& path, const std::string& body,
+              bool auth = true) {
+  auto c = server.client(auth);
   auto res = c.Post(path.c_str(), body, "application/json");
   Reply r;
   if (!res) {
@@ -611,6 +618,9 @@ Reply post(const std::string& path, const std::string& body, bool auth = true) {
   r.raw = res->body;
   r.body = json::parse(res->body, nullptr, /*allow_exceptions=*/false);
   return r;
+}
+Reply post(const std::string& path, const std::string& body, bool auth = true) {
+  return post_to(live(), path, body, auth);
 }
 
 // The data payloads of a server-sent-event body, in order.
@@ -942,10 +952,10 @@ TEST(Cli, TrainedDraftFamilyDirectoryDrivesSpeculativeDecoding) {
 TEST(Cli, ServeSubprocessAnswersAndStopsOnSigterm) {
   auto dir = test::scratch_dir("serve_cli");
   const std::string model = test::stories260k_gguf().string();
-  auto started =
-      test::run_command(test::drafteu_bin() + " --threads 1 serve --model " + model + " --draft " +
-                        model + " --draft-noise 2 --port 0 >" + (dir / "out.txt").string() + " 2>" +
-                        (dir / "err.txt").string() + " & echo $!");
+  auto started = test::run_command(
+      test::drafteu_bin() + " --threads 1 serve --model " + model + " --draft " + model +
+      " --draft-noise 2 --max-tokens-limit 480 --port 0 >" + (dir / "out.txt").string() + " 2>" +
+      (dir / "err.txt").string() + " & echo $!");
   const int pid = std::stoi(started.out);
   int port = 0;
   for (int i = 0; i < 200 && !port; ++i) {
@@ -963,7 +973,20 @@ TEST(Cli, ServeSubprocessAnswersAndStopsOnSigterm) {
   auto res = c.Post("/v1/completions", req.dump(), "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200) << res->body;
+  // SIGTERM drains: a request in flight when the signal comes is answered in full.
+  req["max_tokens"] = 480;
+  auto in_flight = std::async(std::launch::async, [&] {
+    httplib::Client c2("127.0.0.1", port);
+    c2.set_read_timeout(60, 0);
+    auto r = c2.Post("/v1/completions", req.dump(), "application/json");
+    return r ? json::parse(r->body, nullptr, false) : json();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
   ::kill(pid, SIGTERM);
+  auto drained = in_flight.get();
+  ASSERT_TRUE(drained.is_object()) << "the request in flight got no answer";
+  EXPECT_TRUE(drained.contains("choices")) << drained.dump();
+  EXPECT_GT(drained["usage"]["completion_tokens"].get<int>(), 8);
   bool gone = false;
   for (int i = 0; i < 100 && !gone; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -977,4 +1000,532 @@ TEST(Cli, ServeSubprocessAnswersAndStopsOnSigterm) {
   std::ifstream err(dir / "err.txt");
   std::string e((std::istreambuf_iterator<char>(err)), {});
   EXPECT_NE(e.find("shutting down"), std::string::npos) << e;
+}
+
+// ---------------------------------------------------------------------------------------------
+// POST /v1/score against `drafteu score` (the CLI, a separate process) on the same text and the
+// same drafts; per-request speculative metrics against the tokens' own accept flags; /metrics
+// through Prometheus' own parser (promtool).
+namespace {
+
+// The drafts `drafteu score --draft M --draft-noise 3 --draft-sigma 0.05 --seed 0` builds (its
+// noise seed is --seed + 1).
+std::shared_ptr<Family> cli_score_drafts() {
+  auto& st = stories();
+  NoiseConfig cfg = NoiseConfig::target_family(1);
+  cfg.sigma = 0.05;
+  cfg.rank = 8;
+  NoiseSampler sampler(*st.target.model, cfg);
+  return std::make_shared<LowRankFamily>(st.target.model, sampler.members(3));
+}
+
+LiveServer& scoring_server() {
+  static LiveServer s(8, 4, 1 << 20, cli_score_drafts());
+  return s;
+}
+
+double num_field(const json& j, const char* key) {
+  EXPECT_TRUE(j.contains(key) && j[key].is_number()) << key << " in " << j.dump();
+  return j.value(key, std::nan(""));
+}
+
+}  // namespace
+
+TEST(Score, AgreesWithCliScorePerToken) {
+  const std::vector<std::pair<std::string, std::string>> texts = {
+      {"Once upon a time", " there was a little girl named Lily. She liked to play outside."},
+      {"The dog", " ran to the park and saw a big red ball."},
+      {"Tom was happy", " because his mom gave him a cake."}};
+  const auto dir = test::scratch_dir("serve_score");
+  {
+    std::ofstream f(dir / "in.jsonl");
+    for (const auto& [p, c] : texts) f << json{{"prompt", p}, {"response", c}}.dump() << "\n";
+  }
+  const std::string model = test::stories260k_gguf().string();
+  // Same thread count as this process: the same float32 reductions.
+  auto cli = test::run_command(test::drafteu_bin() + " --threads " +
+                               std::to_string(torch::get_num_threads()) + " score --input " +
+                               (dir / "in.jsonl").string() + " --output " +
+                               (dir / "out.jsonl").string() + " --draft " + model +
+                               " --draft-noise 3 --draft-sigma 0.05 --seed 0 --reference " + model);
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  std::vector<std::vector<json>> expected(texts.size());
+  {
+    std::ifstream in(dir / "out.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      auto j = json::parse(line);
+      expected.at(j["record"].get<size_t>()).push_back(j);
+    }
+  }
+
+  json batch = json::array();
+  for (const auto& [p, c] : texts)
+    batch.push_back({{"model", kModel}, {"prompt", p}, {"completion", c}});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = post_to(scoring_server(), "/v1/score", batch.dump());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_EQ(r.status, 200) << r.raw;
+  EXPECT_EQ(r.body["object"], "score");
+  EXPECT_EQ(r.body["model"], kModel);
+  ASSERT_EQ(r.body["data"].size(), texts.size());
+  size_t tokens = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const auto& d = r.body["data"][i];
+    EXPECT_EQ(d["index"], i);
+    const auto& got = d["tokens"];
+    ASSERT_EQ(got.size(), expected[i].size()) << "input " << i;
+    ASSERT_GT(got.size(), 5u);
+    tokens += got.size();
+    std::vector<double> eu;
+    for (size_t k = 0; k < got.size(); ++k) {
+      const auto& g = got[k];
+      const auto& e = expected[i][k];
+      EXPECT_EQ(g["id"], e["id"]) << i << ":" << k;
+      EXPECT_EQ(g["token"], e["text"]) << i << ":" << k;
+      for (auto [mine, theirs] :
+           {std::pair{"eu_hat", "eu_hat"}, std::pair{"jsd", "jsd"}, std::pair{"bias", "bias"},
+            std::pair{"entropy", "entropy_target"}, std::pair{"logprob", "logprob"}}) {
+        const double a = num_field(g, mine), b = num_field(e, theirs);
+        EXPECT_LE(std::abs(a - b), 1e-6 * std::max(1.0, std::abs(b)))
+            << mine << " " << i << ":" << k;
+      }
+      EXPECT_EQ(g["flagged"], g["eu_hat"].get<double>() > 0.01);  // the server's --eu-flag
+      eu.push_back(g["eu_hat"].get<double>());
+    }
+    // The summary by hand, p_error from the test calibration sigmoid(10 eu_mean - 2).
+    const auto& s = d["summary"];
+    double sum = 0, mx = 0;
+    for (double e : eu) sum += e, mx = std::max(mx, e);
+    EXPECT_NEAR(num_field(s, "eu_sum"), sum, 1e-9 * std::max(1.0, sum));
+    EXPECT_NEAR(num_field(s, "eu_max"), mx, 1e-12);
+    const double mean = sum / static_cast<double>(eu.size());
+    EXPECT_NEAR(num_field(s, "p_error"), 1.0 / (1.0 + std::exp(-(10 * mean - 2))), 1e-9);
+  }
+  std::cout << "[score] " << tokens << " tokens over HTTP in " << seconds << " s ("
+            << static_cast<double>(tokens) / seconds << " tokens/s)\n";
+
+  // A single object is a batch of one; chat messages are a prompt too.
+  auto one = post_to(scoring_server(), "/v1/score", batch[1].dump());
+  ASSERT_EQ(one.status, 200) << one.raw;
+  ASSERT_EQ(one.body["data"].size(), 1u);
+  EXPECT_EQ(one.body["data"][0]["tokens"], r.body["data"][1]["tokens"]);
+  auto chat = post_to(scoring_server(), "/v1/score",
+                      json{{"model", kModel},
+                           {"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                           {"completion", " Hello there."}}
+                          .dump());
+  EXPECT_EQ(chat.status, 200) << chat.raw;
+}
+
+TEST(Score, LimitsAndErrorsAreOpenAIStyle4xx) {
+  auto& srv = scoring_server();
+  auto item = [](const std::string& completion) {
+    return json{{"model", kModel}, {"prompt", "Once"}, {"completion", completion}};
+  };
+  expect_error_body(post_to(srv, "/v1/score", json{{"model", kModel}, {"prompt", "x"}}.dump()), 400,
+                    "missing_required_parameter");
+  expect_error_body(post_to(srv, "/v1/score", item("").dump()), 400, "invalid_value");
+  expect_error_body(post_to(srv, "/v1/score", "[]"), 400, "invalid_value");
+  json five = json::array();
+  for (int i = 0; i < 5; ++i) five.push_back(item(" a cat"));
+  expect_error_body(post_to(srv, "/v1/score", five.dump()), 400, "too_many_inputs");
+  json mixed = json::array({item(" a cat"), json{{"model", kModel}, {"completion", " x"}}});
+  auto m = post_to(srv, "/v1/score", mixed.dump());
+  expect_error_body(m, 400, "missing_required_parameter");
+  EXPECT_NE(m.body["error"]["message"].get<std::string>().find("input 1"), std::string::npos);
+  std::string long_text;
+  for (int i = 0; i < 200; ++i) long_text += " once upon a time";  // > 512 tokens of context
+  auto ctx = post_to(srv, "/v1/score", item(long_text).dump());
+  expect_error_body(ctx, 400, "context_length_exceeded");
+  EXPECT_NE(ctx.body["error"]["message"].get<std::string>().find("maximum context length"),
+            std::string::npos);
+  expect_error_body(post_to(srv, "/v1/score", item(" x").dump(), /*auth=*/false), 401,
+                    "invalid_api_key");
+  expect_error_body(post_to(srv, "/v1/score",
+                            json{{"model", "gpt-9"}, {"prompt", "x"}, {"completion", " y"}}.dump()),
+                    404, "model_not_found");
+  EXPECT_EQ(post_to(srv, "/v1/score", item(" a cat").dump()).status, 200);
+}
+
+// Every round emits its accepted proposals (accepted: true) then the target's own token
+// (accepted: false): the per-round arrays must reproduce the tokens' flags, and the summaries
+// must be the hand counts over those arrays.
+TEST(Server, SpeculativeMetricsMatchAcceptFlags) {
+  json req = json::parse(completion_body("Once upon a time", 40));
+  req["speculative_detailed"] = true;
+  auto r = post("/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.raw;
+  const auto& spec = r.body["speculative"];
+  std::vector<bool> flags;
+  for (const auto& u : r.body["choices"][0]["uncertainty"]) flags.push_back(u["accepted"]);
+  const auto gammas = spec["detailed"]["gamma"].get<std::vector<int64_t>>();
+  const auto accepted = spec["detailed"]["accepted"].get<std::vector<int64_t>>();
+  ASSERT_EQ(gammas.size(), accepted.size());
+  ASSERT_GT(gammas.size(), 2u);
+  size_t pos = 0;
+  int64_t sum_g = 0, sum_a = 0, width = 0;
+  for (size_t i = 0; i < gammas.size(); ++i) {
+    const bool last = i + 1 == gammas.size();
+    ASSERT_LE(accepted[i], gammas[i]);
+    for (int64_t k = 0; k <= accepted[i]; ++k) {
+      if (last && pos == flags.size()) break;  // the end of text may cut the last round
+      ASSERT_LT(pos, flags.size()) << "round " << i;
+      EXPECT_EQ(flags[pos], k < accepted[i]) << "round " << i << " token " << pos;
+      ++pos;
+    }
+    sum_g += gammas[i], sum_a += accepted[i], width = std::max(width, gammas[i]);
+  }
+  EXPECT_EQ(pos, flags.size());
+  EXPECT_GT(sum_a, 0);
+  EXPECT_LT(sum_a, sum_g) << "no rejection: the check above did not see a resampled token";
+  std::vector<int64_t> acc_at(static_cast<size_t>(width), 0), prop_at(acc_at);
+  for (size_t i = 0; i < gammas.size(); ++i) {
+    for (int64_t k = 0; k < gammas[i]; ++k) ++prop_at[static_cast<size_t>(k)];
+    for (int64_t k = 0; k < accepted[i]; ++k) ++acc_at[static_cast<size_t>(k)];
+  }
+  EXPECT_EQ(spec["accepted_per_position"].get<std::vector<int64_t>>(), acc_at);
+  EXPECT_EQ(spec["proposed_per_position"].get<std::vector<int64_t>>(), prop_at);
+  const double rounds = static_cast<double>(gammas.size());
+  EXPECT_DOUBLE_EQ(spec["draft_acceptance_rate"].get<double>(),
+                   static_cast<double>(sum_a) / static_cast<double>(sum_g));
+  EXPECT_DOUBLE_EQ(spec["mean_accepted_length"].get<double>(),
+                   1.0 + static_cast<double>(sum_a) / rounds);
+  EXPECT_DOUBLE_EQ(spec["gamma"].get<double>(), static_cast<double>(sum_g) / rounds);
+  EXPECT_EQ(spec["gamma_schedule"], "heuristic");
+  EXPECT_EQ(spec["rounds"], gammas.size());
+
+  // Without the request flag: no per-round arrays; chats and stream ends carry the same object.
+  auto plain = post("/v1/completions", completion_body("Once upon a time", 40));
+  EXPECT_FALSE(plain.body["speculative"].contains("detailed"));
+  EXPECT_EQ(plain.body["speculative"]["accepted_per_position"], spec["accepted_per_position"]);
+  json chat = {
+      {"model", kModel},  {"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+      {"max_tokens", 12}, {"temperature", 0},
+      {"stream", true},   {"speculative_detailed", true}};
+  auto s = post("/v1/chat/completions", chat.dump());
+  auto events = sse_events(s.raw);
+  ASSERT_GE(events.size(), 2u);
+  auto last = json::parse(events[events.size() - 2]);
+  for (const char* k : {"draft_acceptance_rate", "mean_accepted_length", "accepted_per_position",
+                        "gamma", "detailed"})
+    EXPECT_TRUE(last["speculative"].contains(k)) << k;
+}
+
+TEST(Server, MetricsParseWithPromtoolAndCountUncertainty) {
+  // Stops (abstains) once the running eu_sum passes 0.05 nats; flags tokens above 0.01.
+  LiveServer srv(8, 2, 1 << 20, nullptr, [](ServerConfig& c) {
+    c.defaults.policy.stop_threshold = 0.05;
+    c.defaults.policy.stop_min_tokens = 1;
+  });
+  int abstained = 0, flagged = 0, done = 0;
+  std::vector<int64_t> acc_at;
+  for (const char* p : {"Once upon a time", "The dog", "Lily saw"}) {
+    auto r = post_to(srv, "/v1/completions", completion_body(p, 40));
+    ASSERT_EQ(r.status, 200) << r.raw;
+    ++done;
+    const auto& ch = r.body["choices"][0];
+    abstained += ch["finish_reason"] == "uncertainty";
+    flagged += !ch["uncertainty_summary"]["flagged_spans"].empty();
+    auto a = r.body["speculative"]["accepted_per_position"].get<std::vector<int64_t>>();
+    if (acc_at.size() < a.size()) acc_at.resize(a.size(), 0);
+    for (size_t i = 0; i < a.size(); ++i) acc_at[i] += a[i];
+  }
+  ASSERT_GT(abstained, 0) << "the stop policy never fired: the counter test would be vacuous";
+  ASSERT_EQ(
+      post_to(srv, "/v1/score",
+              json{{"model", kModel}, {"prompt", "Once"}, {"completion", " a cat sat"}}.dump())
+          .status,
+      200);
+  auto met = srv.client().Get("/metrics");
+  ASSERT_TRUE(met);
+  const std::string& text = met->body;
+  auto value = [&](const std::string& series) {
+    auto at = text.find("\n" + series + " ");
+    EXPECT_NE(at, std::string::npos) << series;
+    return at == std::string::npos ? -1.0 : std::stod(text.substr(at + series.size() + 2));
+  };
+  EXPECT_EQ(value("drafteu_requests_abstained_total"), abstained);
+  EXPECT_EQ(value("drafteu_requests_flagged_total"), flagged);
+  EXPECT_EQ(value("drafteu_sequence_eu_count"), done);
+  EXPECT_EQ(value("drafteu_queue_wait_seconds_count"), done + 1);  // the score request too
+  EXPECT_GT(value("drafteu_tokens_scored_total"), 0);
+  for (size_t i = 0; i < acc_at.size(); ++i)
+    EXPECT_EQ(
+        value("drafteu_draft_position_accepted_total{position=\"" + std::to_string(i) + "\"}"),
+        acc_at[i])
+        << i;
+  srv.server->stop();
+
+  // Prometheus' own parser and linter (Debian: apt-get install prometheus).
+  const auto dir = test::scratch_dir("serve_metrics");
+  {
+    std::ofstream f(dir / "metrics.txt");
+    f << text;
+  }
+  auto which = test::run_command("command -v promtool");
+  ASSERT_EQ(which.exit_code, 0)
+      << "promtool is missing: install Debian's prometheus package (tools/setup.sh)";
+  auto check = test::run_command("promtool check metrics < " + (dir / "metrics.txt").string());
+  EXPECT_EQ(check.exit_code, 0) << check.out << check.err;
+  EXPECT_EQ(check.out + check.err, "") << "promtool's linter complained";
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server under abuse: bodies beyond the limit (chunked too), slow-header clients, deep JSON,
+// invalid UTF-8, requests beyond the context, clients that go away, the API key comparison.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "serve/http_guard.h"
+
+namespace {
+
+// A raw TCP connection: what an HTTP client library will not send.
+struct RawConn {
+  int fd = -1;
+  explicit RawConn(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval tv{2, 0};  // a server that stops reading must not block the test
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  }
+  ~RawConn() { close(); }
+  void close() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+  bool send_all(const std::string& s) {
+    for (size_t off = 0; off < s.size();) {
+      auto n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool readable(int ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, ms) > 0;
+  }
+  // What arrives within `ms` (or until the server closes).
+  std::string read_for(int ms) {
+    std::string out;
+    char buf[4096];
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (std::chrono::steady_clock::now() < end && readable(20)) {
+      auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+};
+
+std::string request_head(const std::string& path, const std::string& extra) {
+  return "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + kKey +
+         "\r\nContent-Type: application/json\r\n" + extra + "\r\n";
+}
+
+double rss_mb() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return 0;
+}
+
+double metric(LiveServer& srv, const std::string& series) {
+  auto met = srv.client().Get("/metrics");
+  EXPECT_TRUE(met);
+  if (!met) return -1;
+  auto at = met->body.find("\n" + series + " ");
+  EXPECT_NE(at, std::string::npos) << series;
+  return at == std::string::npos ? -1 : std::stod(met->body.substr(at + series.size() + 2));
+}
+
+// Long generations (context 512), one request decoding at a time, a fast heartbeat.
+LiveServer& hardened() {
+  static LiveServer s(8, 1, 64 * 1024, nullptr, [](ServerConfig& c) {
+    c.limits.max_prompt_tokens = 600;
+    c.limits.max_tokens_limit = 1000;
+    c.heartbeat_ms = 20;
+  });
+  return s;
+}
+
+std::string long_body(bool stream) {
+  return json{{"model", kModel},
+              {"prompt", "Once upon a time"},
+              {"max_tokens", 480},
+              {"temperature", 0},
+              {"stream", stream}}
+      .dump();
+}
+
+}  // namespace
+
+TEST(Hardening, BodiesStopAtTheLimitChunkedToo) {
+  auto& srv = live();  // 64 KB body limit
+  const double rss0 = rss_mb();
+  {  // 100 MB chunked: cut at the limit, never buffered.
+    RawConn c(srv.server->port());
+    ASSERT_TRUE(c.send_all(request_head("/v1/completions", "Transfer-Encoding: chunked\r\n")));
+    const std::string chunk = "10000\r\n" + std::string(0x10000, 'a') + "\r\n";
+    size_t sent = 0;
+    while (sent < (100u << 20) && !c.readable(0) && c.send_all(chunk)) sent += chunk.size();
+    EXPECT_LT(sent, 32u << 20) << "the server kept reading a chunked body past its limit";
+    const auto reply = c.read_for(2000);
+    if (!reply.empty()) EXPECT_NE(reply.find(" 413 "), std::string::npos) << reply.substr(0, 200);
+  }
+  {  // 100 MB with a Content-Length: 413, the body discarded as it arrives.
+    RawConn c(srv.server->port());
+    const size_t total = 100u << 20;
+    ASSERT_TRUE(c.send_all(
+        request_head("/v1/completions", "Content-Length: " + std::to_string(total) + "\r\n")));
+    const std::string block(1 << 20, ' ');
+    for (size_t sent = 0; sent < total && !c.readable(0) && c.send_all(block);)
+      sent += block.size();
+    EXPECT_NE(c.read_for(3000).find(" 413 "), std::string::npos);
+  }
+  EXPECT_LT(rss_mb() - rss0, 50.0) << "100 MB bodies grew the server's memory";
+  EXPECT_EQ(post("/v1/completions", completion_body("x", 2)).status, 200);
+}
+
+TEST(Hardening, SlowHeaderClientsDoNotStarveHealth) {
+  auto& srv = live();
+  std::vector<std::unique_ptr<RawConn>> slow;
+  for (int i = 0; i < 48; ++i) {  // more than the 32 threads of httplib's default pool
+    slow.push_back(std::make_unique<RawConn>(srv.server->port()));
+    slow.back()->send_all("GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ");  // never finished
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  auto c = srv.client();
+  c.set_read_timeout(3, 0);
+  c.set_connection_timeout(3, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto h = c.Get("/health");
+  ASSERT_TRUE(h) << "/health did not answer beside 48 slow-header clients";
+  EXPECT_EQ(h->status, 200);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+}
+
+TEST(Hardening, DeepJsonInvalidUtf8AndContextLengthAre4xx) {
+  auto& srv = hardened();
+  const std::string deep = std::string(20000, '[') + std::string(20000, ']');
+  expect_error_body(post_to(srv, "/v1/completions", deep), 400, "invalid_json");
+  expect_error_body(post_to(srv, "/v1/score", deep), 400, "invalid_json");
+  expect_error_body(
+      post_to(srv, "/v1/completions", "{\"model\": \"stories260K\", \"prompt\": " + deep + "}"),
+      400, "invalid_json");
+  expect_error_body(post_to(srv, "/v1/chat/completions",
+                            "{\"model\": \"stories260K\", \"messages\": [{\"role\": \"user\", "
+                            "\"content\": \"caf\xc3\x28 \xff\"}]}"),
+                    400, "invalid_json");
+  auto ctx =
+      post_to(srv, "/v1/completions",
+              json{{"model", kModel}, {"prompt", "Once upon a time"}, {"max_tokens", 600}}.dump());
+  expect_error_body(ctx, 400, "context_length_exceeded");
+  EXPECT_NE(ctx.raw.find("maximum context length is 512"), std::string::npos) << ctx.raw;
+  EXPECT_EQ(ctx.body["error"]["param"], "max_tokens");
+  expect_error_body(post_to(srv, "/v1/completions",
+                            json{{"model", kModel}, {"prompt", "x"}, {"max_tokens", 5000}}.dump()),
+                    400, "max_tokens_exceeded");
+  expect_error_body(
+      post_to(srv, "/v1/completions", json{{"model", kModel}, {"prompt", "x"}, {"n", 64}}.dump()),
+      400, "unsupported_value");
+  auto h = srv.client().Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+}
+
+// A client that goes away cancels its request, streaming or not, and frees its batch slot (the
+// server decodes one request at a time here).
+TEST(Hardening, DisconnectsCancelAndFreeTheSlot) {
+  auto& srv = hardened();
+  auto full = post_to(srv, "/v1/completions", long_body(false));
+  ASSERT_EQ(full.status, 200) << full.raw;
+  const int full_tokens = full.body["usage"]["completion_tokens"];
+  ASSERT_GE(full_tokens, 200) << "too short to see a cancellation";
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_EQ(post_to(srv, "/v1/completions", long_body(false)).status, 200);
+  const double full_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  for (bool stream : {false, true}) {
+    const double before = metric(srv, "drafteu_tokens_generated_total");
+    {
+      RawConn c(srv.server->port());
+      const auto body = long_body(stream);
+      ASSERT_TRUE(
+          c.send_all(request_head("/v1/completions",
+                                  "Content-Length: " + std::to_string(body.size()) + "\r\n") +
+                     body));
+      if (stream) {
+        const auto got = c.read_for(static_cast<int>(full_s * 200));  // the first events
+        EXPECT_NE(got.find("data: "), std::string::npos) << got;
+      } else {
+        std::this_thread::sleep_for(std::chrono::duration<double>(full_s / 5));
+      }
+    }  // closed mid-way
+    // The slot is free: a short request is answered long before the abandoned one could end.
+    auto quick = post_to(srv, "/v1/completions", completion_body("The dog", 4));
+    ASSERT_EQ(quick.status, 200) << quick.raw;
+    const double generated = metric(srv, "drafteu_tokens_generated_total") - before;
+    EXPECT_LT(generated, full_tokens)
+        << (stream ? "stream" : "non-streaming") << " request kept decoding after its client left";
+  }
+  // A request kept open gets its body after the heartbeat spaces: still one JSON document.
+  auto again = post_to(srv, "/v1/completions", long_body(false));
+  ASSERT_EQ(again.status, 200);
+  EXPECT_EQ(again.body["choices"][0]["text"], full.body["choices"][0]["text"]);
+}
+
+TEST(Hardening, ApiKeyComparedWholeInConstantTime) {
+  EXPECT_TRUE(constant_time_equal("Bearer sekret", "Bearer sekret"));
+  EXPECT_FALSE(constant_time_equal("Bearer sekre", "Bearer sekret"));
+  EXPECT_FALSE(constant_time_equal("Bearer sekretX", "Bearer sekret"));
+  EXPECT_FALSE(constant_time_equal("", "Bearer sekret"));
+  EXPECT_FALSE(constant_time_equal(std::string("Bearer sekret\0", 14), "Bearer sekret"));
+  EXPECT_FALSE(constant_time_equal("Bearer sekreu", "Bearer sekret"));
+  for (const char* key : {"sekre", "sekretX", "SEKRET"}) {
+    httplib::Client c("127.0.0.1", live().server->port());
+    c.set_bearer_token_auth(key);
+    auto res = c.Post("/v1/completions", completion_body("x", 2), "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401) << key;
+  }
+}
+
+// examples/client.py (standard library only) against the live server: the text it prints, with
+// the colour codes taken out, is the server's completion, and tokens are coloured.
+TEST(Client, PythonExamplePrintsCompletionColouredByEu) {
+  const char* tests_dir = std::getenv("DRAFTEU_TESTS_DIR");
+  ASSERT_TRUE(tests_dir) << "DRAFTEU_TESTS_DIR is not set (run through ctest)";
+  const auto script =
+      test::require_file(std::filesystem::path(tests_dir) / ".." / "examples" / "client.py");
+  auto run = test::run_command(std::string(test::reference_python()) + " " + script.string() +
+                               " --url http://127.0.0.1:" + std::to_string(live().server->port()) +
+                               " --api-key " + kKey + " --model " + kModel +
+                               " --prompt 'Once upon a time' --max-tokens 24 --color always");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  auto expected = post("/v1/completions", completion_body("Once upon a time", 24));
+  ASSERT_EQ(expected.status, 200);
+  const std::string text = expected.body["choices"][0]["text"];
+  const std::string plain = std::regex_replace(run.out, std::regex("\x1b\\[[0-9;]*m"), "");
+  EXPECT_EQ(plain, "Once upon a time" + text + "\n");
+  EXPECT_NE(run.out.find("\x1b[3"), std::string::npos) << "no token was coloured";
+  EXPECT_NE(run.err.find("eu_sum"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("draft acceptance"), std::string::npos) << run.err;
+
+  auto bad = test::run_command(std::string(test::reference_python()) + " " + script.string() +
+                               " --url http://127.0.0.1:" + std::to_string(live().server->port()) +
+                               " --api-key wrong --model " + kModel + " --prompt x");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("HTTP 401"), std::string::npos) << bad.err;
 }

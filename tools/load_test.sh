@@ -1,60 +1,104 @@
 #!/usr/bin/env bash
-# Loopback load test of `drafteu serve`: starts the server on a free port (or uses URL), sends
-# REQUESTS completion requests with CONCURRENCY in flight (curl, each capped at 120 s; the whole
-# run at DEADLINE s), then prints requests/s, p50/p99 latency and the error count.
-#   tools/load_test.sh [BIN] [MODEL]   env: REQUESTS=64 CONCURRENCY=8 MAX_TOKENS=32 DEADLINE=300 THREADS=1
-#                                      MAX_BATCH=8 (requests the server decodes together)
-#   URL=http://127.0.0.1:8080 tools/load_test.sh   (an already running server; MODEL_NAME=...)
+# Loopback load test of `drafteu serve` (stories260K target with noise drafts): CONCURRENCY
+# clients send completion requests back to back for DURATION seconds, then the figures: requests,
+# errors (anything but 200 and 429, connection failures included), 429s (queue full), latency
+# p50/p99 of the answered ones, and the server's RSS before (after a warm-up) and after the run.
+#   tools/load_test.sh [BIN] [MODEL]
+#     env: CONCURRENCY=64 DURATION=60 MAX_TOKENS=16 MAX_BATCH=8 MAX_QUEUE=CONCURRENCY THREADS=1
+#          OUT=report.json
+# Exit status 1 when there were errors or RSS grew by 10 % or more.
 set -euo pipefail
 BIN=${1:-build/drafteu}
-MODEL=${2:-../shared/models/stories260K/stories260K.gguf}
-REQUESTS=${REQUESTS:-64}
-CONCURRENCY=${CONCURRENCY:-8}
-MAX_TOKENS=${MAX_TOKENS:-32}
-DEADLINE=${DEADLINE:-300}
-MODEL_NAME=${MODEL_NAME:-$(basename "${MODEL%.*}")}
+MODEL=${2:-${DRAFTEU_SHARED:-../shared}/models/stories260K/stories260K.gguf}
+CONCURRENCY=${CONCURRENCY:-64}
+DURATION=${DURATION:-60}
+MAX_TOKENS=${MAX_TOKENS:-16}
+[[ -x "$BIN" ]] || { echo "load_test.sh: no drafteu binary at $BIN" >&2; exit 2; }
+[[ -f "$MODEL" ]] || { echo "load_test.sh: no model at $MODEL" >&2; exit 2; }
+
 work=$(mktemp -d)
-server_pid=""
-cleanup() {
-  if [[ -n "$server_pid" ]]; then kill -TERM "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-if [[ -z "${URL:-}" ]]; then
-  "$BIN" --threads "${THREADS:-1}" serve --model "$MODEL" --draft "$MODEL" --draft-noise 3 --draft-sigma 0.05 \
-    --host 127.0.0.1 --port 0 --max-queue "$REQUESTS" --max-batch "${MAX_BATCH:-8}" >"$work/server.out" 2>"$work/server.err" &
-  server_pid=$!
-  for _ in $(seq 1 300); do
-    URL=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$work/server.out" 2>/dev/null || true)
-    [[ -n "$URL" ]] && break
-    sleep 0.1
-  done
-  [[ -n "$URL" ]] || { echo "server did not start:"; cat "$work/server.err"; exit 1; }
-fi
-echo "load test: $URL, $REQUESTS requests, concurrency $CONCURRENCY, max_tokens $MAX_TOKENS, max_batch ${MAX_BATCH:-8}"
-
-prompts=("Once upon a time" "The little dog" "Lily wanted" "Tom and Sam" "One day, a bird")
-for i in $(seq 0 $((REQUESTS - 1))); do
-  p=${prompts[$((i % ${#prompts[@]}))]}
-  printf '{"model":"%s","prompt":"%s","max_tokens":%d,"temperature":0.8,"seed":%d}\n' \
-    "$MODEL_NAME" "$p" "$MAX_TOKENS" "$i" >"$work/req.$i.json"
+log="$work/serve.log"
+"$BIN" --threads "${THREADS:-1}" serve --model "$MODEL" --model-name stories260K --draft "$MODEL" \
+  --draft-noise 3 --draft-sigma 0.05 --port 0 --max-batch "${MAX_BATCH:-8}" \
+  --max-queue "${MAX_QUEUE:-$CONCURRENCY}" >"$log" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+port=""
+for _ in $(seq 1 300); do
+  port="$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log")"
+  [[ -n "$port" ]] && break
+  kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.1
 done
+[[ -n "$port" ]] || { echo "load_test.sh: the server did not start" >&2; cat "$log" >&2; exit 1; }
 
-start=$(date +%s.%N)
-seq 0 $((REQUESTS - 1)) | timeout "$DEADLINE" xargs -P "$CONCURRENCY" -I{} \
-  curl -s -o /dev/null -m 120 -w '%{http_code} %{time_total}\n' \
-  -H 'Content-Type: application/json' --data-binary "@$work/req.{}.json" "$URL/v1/completions" \
-  >"$work/results.txt" || true
-end=$(date +%s.%N)
+echo "load test: port $port, $CONCURRENCY clients for $DURATION s, max_tokens $MAX_TOKENS, max_batch ${MAX_BATCH:-8}"
+/usr/bin/python3 - "$port" "$pid" "$CONCURRENCY" "$DURATION" "$MAX_TOKENS" "${OUT:-}" <<'PY'
+import json, sys, threading, time, urllib.error, urllib.request
 
-n=$(wc -l <"$work/results.txt")
-errors=$(awk '$1 != 200' "$work/results.txt" | wc -l)
-awk '$1 == 200 { print $2 }' "$work/results.txt" | sort -g >"$work/lat.txt"
-ok=$(wc -l <"$work/lat.txt")
-pct() { [[ "$ok" -gt 0 ]] && sed -n "$(( (ok - 1) * $1 / 100 + 1 ))p" "$work/lat.txt" || echo nan; }
-awk -v s="$start" -v e="$end" -v ok="$ok" -v n="$n" -v total="$REQUESTS" -v err="$errors" \
-    -v p50="$(pct 50)" -v p99="$(pct 99)" 'BEGIN {
-  printf "completed %d/%d in %.2f s: %.2f requests/s, p50 %s s, p99 %s s, errors %d\n",
-         n, total, e - s, ok / (e - s), p50, p99, err + total - n }'
-curl -s "$URL/metrics" | grep -E '^drafteu_(acceptance_rate|tokens_generated_total|requests_total|batch_rows_(sum|count))' || true
+port, pid, clients, seconds, max_tokens, out = sys.argv[1:7]
+clients, seconds, max_tokens = int(clients), float(seconds), int(max_tokens)
+url = f"http://127.0.0.1:{port}/v1/completions"
+prompts = ["Once upon a time", "The dog", "Lily saw a", "Tom was happy", "One day"]
+
+def rss_kb():
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+def one(i, k):
+    body = json.dumps({"model": "stories260K", "prompt": prompts[(i + k) % len(prompts)],
+                       "max_tokens": max_tokens, "temperature": 0.8, "seed": i * 1000 + k}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            json.loads(r.read())
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except Exception as e:  # refused, reset, timeout, bad body
+        status = repr(e)
+    return status, time.monotonic() - t0
+
+for k in range(3):  # warm up before the first RSS reading
+    one(0, k)
+rss_before = rss_kb()
+lock = threading.Lock()
+latencies, statuses = [], {}
+deadline = time.monotonic() + seconds
+
+def client(i):
+    k = 0
+    while time.monotonic() < deadline:
+        status, dt = one(i, k)
+        k += 1
+        with lock:
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if status == 200:
+                latencies.append(dt)
+        if status == 429:
+            time.sleep(0.05)
+
+threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+time.sleep(1)
+rss_after = rss_kb()
+latencies.sort()
+q = lambda p: latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else float("nan")
+errors = sum(n for s, n in statuses.items() if s not in ("200", "429"))
+report = {"clients": clients, "seconds": seconds, "max_tokens": max_tokens,
+          "requests": sum(statuses.values()), "ok": statuses.get("200", 0),
+          "queue_full_429": statuses.get("429", 0), "errors": errors, "statuses": statuses,
+          "latency_p50_s": q(0.50), "latency_p99_s": q(0.99),
+          "rss_before_mb": rss_before / 1024, "rss_after_mb": rss_after / 1024,
+          "rss_growth_pct": 100.0 * (rss_after - rss_before) / max(1, rss_before)}
+print(json.dumps(report, indent=1))
+if out:
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+sys.exit(1 if errors or report["rss_growth_pct"] >= 10 else 0)
+PY

@@ -240,6 +240,7 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
         put("eu_hat", t.eu_hat);
         put("entropy_target", t.entropy_target);
         put("entropy_mix", t.entropy_mix);
+        put("logprob", t.logprob);
         out += dump_json(j) + "\n";
       }
       progress.update(static_cast<int64_t>(r + 1));

@@ -211,6 +211,17 @@ void add_serve_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--max-tokens-limit", f->config.limits.max_tokens_limit,
                   "largest max_tokens accepted")
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-score-inputs", f->config.score_limits.max_inputs,
+                  "/v1/score: largest batch of texts")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-score-tokens", f->config.score_limits.max_completion_tokens,
+                  "/v1/score: longest completion (tokens)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-body-bytes", f->config.max_body_bytes, "largest request body")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--max-connections", f->config.http_threads,
+                  "connections served at once (a thread each)")
+      ->check(CLI::PositiveNumber);
   auto spec = add_speculative_flags(cmd, true);
   cmd->callback([f, spec] {
     if (!speculative_requested(*spec)) fail("serve: needs drafts (--drafts or --draft)");

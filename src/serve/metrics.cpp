@@ -39,7 +39,9 @@ void Histogram::write(std::string& out, const std::string& name) const {
 
 Metrics::Metrics()
     : eu_({0.0001, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3}),
+      sequence_eu_({0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30, 100}),
       latency_({0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}),
+      queue_wait_({0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60}),
       batch_({1, 2, 4, 8, 16, 32, 64}) {}
 
 void Metrics::count_request(const std::string& route, int status) {
@@ -53,12 +55,38 @@ void Metrics::observe_latency(double seconds) {
 }
 
 void Metrics::add_generation(int64_t tokens, int64_t proposed, int64_t accepted,
-                             const std::vector<double>& eu_hat) {
+                             const std::vector<int64_t>& proposed_by_position,
+                             const std::vector<int64_t>& accepted_by_position,
+                             const std::vector<double>& eu_hat, bool abstained, bool flagged) {
   std::lock_guard lock(mu_);
   tokens_ += static_cast<uint64_t>(tokens);
   proposed_ += static_cast<uint64_t>(proposed);
   accepted_ += static_cast<uint64_t>(accepted);
-  for (double e : eu_hat) eu_.observe(e);
+  auto add = [](std::vector<uint64_t>& to, const std::vector<int64_t>& from) {
+    if (to.size() < from.size()) to.resize(from.size(), 0);
+    for (size_t i = 0; i < from.size(); ++i) to[i] += static_cast<uint64_t>(from[i]);
+  };
+  add(proposed_at_, proposed_by_position);
+  add(accepted_at_, accepted_by_position);
+  accepted_at_.resize(proposed_at_.size(), 0);
+  double sum = 0;
+  for (double e : eu_hat) {
+    eu_.observe(e);
+    sum += e;
+  }
+  if (!eu_hat.empty()) sequence_eu_.observe(sum);
+  abstained_ += abstained;
+  flagged_ += flagged;
+}
+
+void Metrics::add_scored(int64_t tokens) {
+  std::lock_guard lock(mu_);
+  scored_ += static_cast<uint64_t>(tokens);
+}
+
+void Metrics::observe_queue_wait(double seconds) {
+  std::lock_guard lock(mu_);
+  queue_wait_.observe(seconds);
 }
 
 void Metrics::set_queue_depth(int64_t depth) {
@@ -88,6 +116,31 @@ std::string Metrics::prometheus() const {
   out += "# HELP drafteu_draft_tokens_accepted_total Draft tokens accepted by the target.\n";
   out += "# TYPE drafteu_draft_tokens_accepted_total counter\n";
   out += "drafteu_draft_tokens_accepted_total " + std::to_string(accepted_) + "\n";
+  out +=
+      "# HELP drafteu_draft_position_proposed_total Rounds that proposed a draft token at "
+      "this position (0 = first).\n";
+  out += "# TYPE drafteu_draft_position_proposed_total counter\n";
+  for (size_t i = 0; i < proposed_at_.size(); ++i)
+    out += "drafteu_draft_position_proposed_total{position=\"" + std::to_string(i) + "\"} " +
+           std::to_string(proposed_at_[i]) + "\n";
+  out +=
+      "# HELP drafteu_draft_position_accepted_total Rounds whose draft token at this position "
+      "was accepted.\n";
+  out += "# TYPE drafteu_draft_position_accepted_total counter\n";
+  for (size_t i = 0; i < accepted_at_.size(); ++i)
+    out += "drafteu_draft_position_accepted_total{position=\"" + std::to_string(i) + "\"} " +
+           std::to_string(accepted_at_[i]) + "\n";
+  out += "# HELP drafteu_tokens_scored_total Completion tokens scored by /v1/score.\n";
+  out += "# TYPE drafteu_tokens_scored_total counter\n";
+  out += "drafteu_tokens_scored_total " + std::to_string(scored_) + "\n";
+  out +=
+      "# HELP drafteu_requests_abstained_total Completions the uncertainty stop policy "
+      "ended (finish_reason uncertainty).\n";
+  out += "# TYPE drafteu_requests_abstained_total counter\n";
+  out += "drafteu_requests_abstained_total " + std::to_string(abstained_) + "\n";
+  out += "# HELP drafteu_requests_flagged_total Completions with at least one flagged token.\n";
+  out += "# TYPE drafteu_requests_flagged_total counter\n";
+  out += "drafteu_requests_flagged_total " + std::to_string(flagged_) + "\n";
   out += "# HELP drafteu_acceptance_rate Accepted / proposed draft tokens since start.\n";
   out += "# TYPE drafteu_acceptance_rate gauge\n";
   out += "drafteu_acceptance_rate " +
@@ -99,6 +152,12 @@ std::string Metrics::prometheus() const {
   out += "# HELP drafteu_token_eu_hat Per-token epistemic uncertainty estimate (nats).\n";
   out += "# TYPE drafteu_token_eu_hat histogram\n";
   eu_.write(out, "drafteu_token_eu_hat");
+  out += "# HELP drafteu_sequence_eu Sequence EU (sum of eu_hat over a completion, nats).\n";
+  out += "# TYPE drafteu_sequence_eu histogram\n";
+  sequence_eu_.write(out, "drafteu_sequence_eu");
+  out += "# HELP drafteu_queue_wait_seconds Time a request waited before the worker took it.\n";
+  out += "# TYPE drafteu_queue_wait_seconds histogram\n";
+  queue_wait_.write(out, "drafteu_queue_wait_seconds");
   out += "# HELP drafteu_request_latency_seconds Completion request latency.\n";
   out += "# TYPE drafteu_request_latency_seconds histogram\n";
   latency_.write(out, "drafteu_request_latency_seconds");

@@ -107,14 +107,22 @@ json ApiError::body() const {
             {"code", code.empty() ? json() : json(code)}}}};
 }
 
-CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
-                                const std::vector<std::string>& models, const ApiLimits& limits) {
-  json j;
+json parse_json_body(const std::string& body) {
   try {
-    j = json::parse(body);
+    // Nesting is bounded while parsing: deep documents would cost memory, then stack in dump().
+    return json::parse(body, [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth)
+        bad(cat("the JSON body nests deeper than ", kMaxJsonDepth, " levels"), "", "invalid_json");
+      return true;
+    });
   } catch (const json::exception& e) {
     bad(cat("We could not parse the JSON body of your request: ", e.what()), "", "invalid_json");
   }
+}
+
+CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
+                                const std::vector<std::string>& models, const ApiLimits& limits) {
+  json j = parse_json_body(body);
   if (!j.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
   CompletionRequest r;
   r.endpoint = endpoint;
@@ -172,6 +180,7 @@ CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
   if (auto n = opt_int(j, "n", 1, INT64_MAX); n && *n != 1)
     bad("only n = 1 is supported", "n", "unsupported_value");
   r.stream = opt_bool(j, "stream").value_or(false);
+  r.speculative_detailed = opt_bool(j, "speculative_detailed").value_or(false);
 
   if (const json* s = field(j, "stop")) {
     if (s->is_string())
@@ -228,11 +237,13 @@ json uncertainty_json(const SpecToken& t) {
 }
 
 ResponseAssembler::ResponseAssembler(const CompletionRequest& request, const Tokenizer& tok,
-                                     std::string id, int64_t created, int64_t prompt_tokens)
+                                     std::string id, int64_t created, int64_t prompt_tokens,
+                                     std::string gamma_schedule)
     : req_(request),
       tok_(tok),
       decoder_(tok),
       id_(std::move(id)),
+      gamma_schedule_(std::move(gamma_schedule)),
       created_(created),
       prompt_tokens_(prompt_tokens) {}
 
@@ -330,12 +341,23 @@ json ResponseAssembler::first_chunk() const {
   return envelope(choice, true);
 }
 
-json ResponseAssembler::speculative_json(const SpecStats& stats) {
-  return {{"proposed", stats.proposed},
-          {"accepted", stats.accepted},
-          {"acceptance_rate", stats.acceptance_rate()},
-          {"rounds", stats.rounds},
-          {"uncertainty_time_fraction", stats.uncertainty_fraction()}};
+json speculative_json(const SpecStats& stats, const std::string& gamma_schedule, bool detailed) {
+  const double mean_gamma =
+      stats.rounds ? static_cast<double>(stats.proposed) / static_cast<double>(stats.rounds) : 0.0;
+  json out = {{"draft_acceptance_rate", stats.acceptance_rate()},
+              {"mean_accepted_length", stats.mean_accepted_length()},
+              {"accepted_per_position", stats.accepted_per_position()},
+              {"proposed_per_position", stats.proposed_per_position()},
+              {"gamma", mean_gamma},
+              {"gamma_schedule", gamma_schedule.empty() ? json() : json(gamma_schedule)},
+              {"proposed", stats.proposed},
+              {"accepted", stats.accepted},
+              {"acceptance_rate", stats.acceptance_rate()},
+              {"rounds", stats.rounds},
+              {"uncertainty_time_fraction", stats.uncertainty_fraction()}};
+  if (detailed)
+    out["detailed"] = {{"gamma", stats.round_gamma}, {"accepted", stats.round_accepted}};
+  return out;
 }
 
 json ResponseAssembler::final_chunk(const std::string& finish_reason, const SpecStats& stats,
@@ -356,7 +378,7 @@ json ResponseAssembler::final_chunk(const std::string& finish_reason, const Spec
   out["usage"] = {{"prompt_tokens", prompt_tokens_},
                   {"completion_tokens", completion_tokens_},
                   {"total_tokens", prompt_tokens_ + completion_tokens_}};
-  out["speculative"] = speculative_json(stats);
+  out["speculative"] = speculative_json(stats, gamma_schedule_, req_.speculative_detailed);
   return out;
 }
 
@@ -385,7 +407,7 @@ json ResponseAssembler::response(const std::string& finish_reason, const SpecSta
   out["usage"] = {{"prompt_tokens", prompt_tokens_},
                   {"completion_tokens", completion_tokens_},
                   {"total_tokens", prompt_tokens_ + completion_tokens_}};
-  out["speculative"] = speculative_json(stats);
+  out["speculative"] = speculative_json(stats, gamma_schedule_, req_.speculative_detailed);
   return out;
 }
 

@@ -6,7 +6,8 @@
 // accepted, flagged} (completions: choices[0].uncertainty, one per token; chat:
 // choices[0].logprobs.content[i].uncertainty, logprobs.content present even without "logprobs"),
 // choices[0].uncertainty_summary {tokens, eu_sum, eu_mean, eu_max, flagged_spans, p_error} and
-// "speculative" {proposed, accepted, acceptance_rate, uncertainty_time_fraction};
+// "speculative" (speculative_json below; request "speculative_detailed": true adds per-round
+// arrays);
 // finish_reason "uncertainty" when the EU stop policy ended the text.
 #pragma once
 #include <cstdint>
@@ -57,9 +58,15 @@ struct CompletionRequest {
   std::optional<uint64_t> seed;
   std::vector<std::string> stop;  // at most 4
   bool stream = false;
-  int64_t top_logprobs = 0;  // completions: logprobs = N; chat: top_logprobs
-  bool logprobs = false;     // logprobs requested at all
+  int64_t top_logprobs = 0;           // completions: logprobs = N; chat: top_logprobs
+  bool logprobs = false;              // logprobs requested at all
+  bool speculative_detailed = false;  // per-round arrays in "speculative"
 };
+
+// Parses a request body as JSON, at most kMaxJsonDepth levels deep. Throws ApiException (400
+// invalid_json; invalid UTF-8 in strings is a parse error).
+constexpr int kMaxJsonDepth = 64;
+nlohmann::json parse_json_body(const std::string& body);
 
 // Parses and validates a request body. `models`: the names served. Throws ApiException.
 CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
@@ -71,12 +78,21 @@ std::vector<int64_t> prompt_token_ids(const CompletionRequest& request, const To
 
 nlohmann::json uncertainty_json(const SpecToken& token);
 
+// Per-request speculative metrics: {draft_acceptance_rate, mean_accepted_length,
+// accepted_per_position, proposed_per_position, gamma (mean γ per round), gamma_schedule,
+// proposed, accepted, rounds, acceptance_rate (= draft_acceptance_rate),
+// uncertainty_time_fraction}; detailed adds {"detailed": {"gamma": [...], "accepted": [...]}}, one
+// entry per round.
+nlohmann::json speculative_json(const SpecStats& stats, const std::string& gamma_schedule,
+                                bool detailed);
+
 // Builds one response, token by token: text released as it becomes final (held back while it
 // could be the start of a stop string), stream chunks, the final object.
 class ResponseAssembler {
  public:
+  // gamma_schedule: the γ rule's name, reported in "speculative".
   ResponseAssembler(const CompletionRequest& request, const Tokenizer& tok, std::string id,
-                    int64_t created, int64_t prompt_tokens);
+                    int64_t created, int64_t prompt_tokens, std::string gamma_schedule = "");
   // Adds a generated token; returns its stream chunk. *stop_hit: a stop string ended the text
   // (the caller stops generating).
   nlohmann::json add(const SpecToken& token, bool* stop_hit);
@@ -94,12 +110,11 @@ class ResponseAssembler {
   nlohmann::json envelope(nlohmann::json choice, bool chunk) const;
   nlohmann::json token_logprobs_entry(const SpecToken& t, const std::string& text) const;
   std::string release(bool final);  // newly final text
-  static nlohmann::json speculative_json(const SpecStats& stats);
 
   const CompletionRequest& req_;
   const Tokenizer& tok_;
   StreamDecoder decoder_;
-  std::string id_;
+  std::string id_, gamma_schedule_;
   int64_t created_, prompt_tokens_, completion_tokens_ = 0;
   std::string full_, released_;
   bool stopped_ = false;

@@ -8,6 +8,7 @@
 #include <map>
 #include <random>
 
+#include "serve/http_guard.h"
 #include "util/error.h"
 #include "util/json.h"
 
@@ -42,9 +43,12 @@ struct Server::Job {
   std::condition_variable cv;
   std::deque<std::string> events;  // server-sent events not yet written
   bool done = false;
+  bool started = false;  // the worker took it (a completion joined the batch)
   int status = 200;
   std::string body;
   std::atomic<bool> cancelled{false};  // the client went away
+  bool score = false;                  // a /v1/score request (run whole on the worker)
+  ScoreRequest score_req;
   // Worker side, while decoding.
   std::optional<ResponseAssembler> out;
   std::vector<double> eu;
@@ -53,6 +57,11 @@ struct Server::Job {
   void push(std::string event) {
     std::lock_guard lock(mu);
     events.push_back(std::move(event));
+    cv.notify_all();
+  }
+  void mark_started() {
+    std::lock_guard lock(mu);
+    started = true;
     cv.notify_all();
   }
   void finish(int s, std::string b) {
@@ -81,6 +90,10 @@ Server::Server(SpeculativeDecoder& decoder, std::shared_ptr<Tokenizer> tokenizer
   if (config_.max_queue < 0) fail("serve: --max-queue must be >= 0");
   if (config_.max_batch < 1) fail("serve: --max-batch must be >= 1");
   seed_base_ = std::random_device{}();
+  ScoringModels scoring;
+  scoring.drafts = decoder_.drafts_ptr();
+  scoring.reference = decoder_.reference_family();
+  scorer_ = std::make_unique<TokenScorer>(std::move(scoring));
   routes();
 }
 
@@ -90,14 +103,18 @@ Server::~Server() {
 
 bool Server::authorized(const std::string& header) const {
   if (config_.api_key.empty()) return true;
-  return header == "Bearer " + config_.api_key;
+  return constant_time_equal(header, "Bearer " + config_.api_key);
 }
 
 void Server::routes() {
   auto& s = *http_;
   s.set_payload_max_length(config_.max_body_bytes);
-  const int threads = config_.http_threads;
-  s.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  // One request per connection: after a body cut at the limit, or a request that failed to parse,
+  // the rest of the stream is never read as the next request (httplib 0.11 buffers a header line
+  // whole, so a long "line" would be held in memory).
+  s.set_keep_alive_max_count(1);
+  const auto threads = static_cast<size_t>(std::max(1, config_.http_threads));
+  s.new_task_queue = [threads] { return new ConnectionThreads(threads); };
   // httplib's own errors (unknown route, body too large, unreadable request) get OpenAI's body.
   s.set_error_handler(httplib::Server::Handler([](const httplib::Request&, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -140,17 +157,20 @@ void Server::routes() {
   });
 
   auto completion = [this](Endpoint ep, std::string route) {
-    return [this, ep, route](const httplib::Request& req, httplib::Response& res) {
+    return [this, ep, route](const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader& reader) {
       auto error = [&](const ApiError& e) {
         reply(res, e);
         metrics_.count_request(route, e.status);
       };
+      std::string body;
+      if (auto e = read_body(req, reader, body)) return error(*e);
       if (!authorized(req.get_header_value("Authorization")))
         return error(
             {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
       auto job = std::make_shared<Job>();
       try {
-        job->req = parse_request(ep, req.body, {config_.model_name}, config_.limits);
+        job->req = parse_request(ep, body, {config_.model_name}, config_.limits);
         job->prompt = prompt_token_ids(job->req, *tok_);
       } catch (const ApiException& e) {
         return error(e.error);
@@ -164,6 +184,16 @@ void Server::routes() {
                           config_.limits.max_prompt_tokens),
                       "invalid_request_error", ep == Endpoint::Chat ? "messages" : "prompt",
                       "context_length_exceeded"});
+      const int64_t context = decoder_.target().config().max_position_embeddings;
+      if (n + job->req.max_tokens > context)
+        return error(
+            {400,
+             cat("This model's maximum context length is ", context,
+                 " tokens. However, you requested ", n + job->req.max_tokens, " tokens (", n,
+                 " in the ", ep == Endpoint::Chat ? "messages" : "prompt", ", ",
+                 job->req.max_tokens, " in the completion). Please reduce the length of the ",
+                 ep == Endpoint::Chat ? "messages" : "prompt", " or completion."),
+             "invalid_request_error", "max_tokens", "context_length_exceeded"});
       job->created = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
@@ -181,15 +211,7 @@ void Server::routes() {
       }
       cv_.notify_one();
 
-      if (!job->req.stream) {
-        std::unique_lock lock(job->mu);
-        job->cv.wait(lock, [&] { return job->done; });
-        res.status = job->status;
-        res.set_content(job->body, "application/json");
-        metrics_.count_request(route, job->status);
-        metrics_.observe_latency(std::chrono::duration<double>(Clock::now() - job->t0).count());
-        return;
-      }
+      if (!job->req.stream) return respond(job, res, route);
       metrics_.count_request(route, 200);
       res.set_header("Cache-Control", "no-cache");
       res.set_chunked_content_provider("text/event-stream", [this, job](size_t,
@@ -214,8 +236,94 @@ void Server::routes() {
       });
     };
   };
+  s.Post("/v1/score", [this](const httplib::Request& req, httplib::Response& res,
+                             const httplib::ContentReader& reader) {
+    const std::string route = "/v1/score";
+    auto error = [&](const ApiError& e) {
+      reply(res, e);
+      metrics_.count_request(route, e.status);
+    };
+    std::string body;
+    if (auto e = read_body(req, reader, body)) return error(*e);
+    if (!authorized(req.get_header_value("Authorization")))
+      return error(
+          {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
+    auto job = std::make_shared<Job>();
+    job->score = true;
+    try {
+      job->score_req =
+          parse_score_request(body, {config_.model_name}, config_.limits, config_.score_limits,
+                              decoder_.target().config().max_position_embeddings, *tok_);
+    } catch (const ApiException& e) {
+      return error(e.error);
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_)
+        return error({503, "the server is shutting down", "server_error", "", "shutting_down"});
+      if (static_cast<int64_t>(queue_.size()) >= config_.max_queue)
+        return error(
+            {429, "too many requests queued; retry later", "rate_limit_error", "", "queue_full"});
+      job->number = next_id_++;
+      queue_.push_back(job);
+      metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
+    }
+    cv_.notify_one();
+    respond(job, res, route);
+  });
   s.Post("/v1/completions", completion(Endpoint::Completions, "/v1/completions"));
   s.Post("/v1/chat/completions", completion(Endpoint::Chat, "/v1/chat/completions"));
+}
+
+std::optional<ApiError> Server::read_body(const httplib::Request& req,
+                                          const httplib::ContentReader& reader,
+                                          std::string& body) const {
+  switch (read_limited_body(req, reader, config_.max_body_bytes, body)) {
+    case BodyRead::Ok:
+      return std::nullopt;
+    case BodyRead::TooLarge:
+      return ApiError{413, cat("request body too large (limit ", config_.max_body_bytes, " bytes)"),
+                      "invalid_request_error", "", "payload_too_large"};
+    case BodyRead::Broken:
+      break;
+  }
+  return ApiError{400, "the request body could not be read", "invalid_request_error", "", ""};
+}
+
+// A non-streaming answer. While the request decodes, the response is already open and carries a
+// space every heartbeat (JSON allows leading whitespace): a write that fails means the client
+// went away, which cancels the request as it does for streams.
+void Server::respond(const std::shared_ptr<Job>& job, httplib::Response& res,
+                     const std::string& route) {
+  {
+    std::unique_lock lock(job->mu);
+    job->cv.wait(lock, [&] { return job->done || job->started; });
+    if (job->done) {
+      res.status = job->status;
+      res.set_content(job->body, "application/json");
+      metrics_.count_request(route, job->status);
+      metrics_.observe_latency(std::chrono::duration<double>(Clock::now() - job->t0).count());
+      return;
+    }
+  }
+  metrics_.count_request(route, 200);
+  const auto beat = std::chrono::milliseconds(std::max<int64_t>(1, config_.heartbeat_ms));
+  res.set_chunked_content_provider(
+      "application/json", [this, job, beat](size_t, httplib::DataSink& sink) {
+        std::unique_lock lock(job->mu);
+        if (!job->cv.wait_for(lock, beat, [&] { return job->done; })) {
+          lock.unlock();
+          if (sink.write(" ", 1)) return true;
+          job->cancelled = true;
+          return false;
+        }
+        const std::string body = job->body;
+        lock.unlock();
+        if (!sink.write(body.data(), body.size())) return false;
+        sink.done();
+        metrics_.observe_latency(std::chrono::duration<double>(Clock::now() - job->t0).count());
+        return true;
+      });
 }
 
 void Server::start() {
@@ -246,20 +354,16 @@ void Server::start() {
 }
 
 void Server::stop() {
-  std::deque<std::shared_ptr<Job>> dropped;
   {
     std::unique_lock lock(mu_);
     if (stopping_) {
       stopped_cv_.wait(lock, [&] { return stopped_; });
       return;
     }
-    stopping_ = true;
-    dropped.swap(queue_);
+    stopping_ = true;  // new requests get 503 from here on
   }
   cv_.notify_all();
-  for (auto& job : dropped)
-    job->fail({503, "the server is shutting down", "server_error", "", "shutting_down"});
-  if (worker_.joinable()) worker_.join();  // the running request finishes
+  if (worker_.joinable()) worker_.join();  // drains: queued and running requests finish
   http_->stop();
   if (listener_.joinable()) listener_.join();
   std::lock_guard lock(mu_);
@@ -276,17 +380,25 @@ void Server::worker_loop() {
   auto batch = std::make_unique<SpeculativeBatch>(decoder_);
   std::map<uint64_t, std::shared_ptr<Job>> running;  // batch sequence id -> job
   for (;;) {
-    std::vector<std::shared_ptr<Job>> admitted;
+    std::vector<std::shared_ptr<Job>> admitted, scoring;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !running.empty(); });
       if (running.empty() && queue_.empty()) return;  // stopping, nothing left
+      // Score requests run whole between rounds; completions join while the batch has room.
       while (!queue_.empty() &&
-             static_cast<int64_t>(running.size() + admitted.size()) < config_.max_batch) {
-        admitted.push_back(queue_.front());
+             (queue_.front()->score ||
+              static_cast<int64_t>(running.size() + admitted.size()) < config_.max_batch)) {
+        auto& job = queue_.front();
+        metrics_.observe_queue_wait(std::chrono::duration<double>(Clock::now() - job->t0).count());
+        (job->score ? scoring : admitted).push_back(std::move(job));
         queue_.pop_front();
       }
       metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
+    }
+    for (auto& job : scoring) {
+      job->mark_started();
+      run_score_job(*job);
     }
     for (auto& job : admitted) {
       try {
@@ -298,7 +410,10 @@ void Server::worker_loop() {
       }
     }
     for (auto& job : admitted)
-      if (!job->done) running.emplace(job->sequence, job);
+      if (!job->done) {
+        job->mark_started();
+        running.emplace(job->sequence, job);
+      }
     if (running.empty()) continue;
     metrics_.observe_batch(static_cast<int64_t>(running.size()));
     try {
@@ -323,7 +438,8 @@ void Server::start_job(const std::shared_ptr<Job>& job, SpeculativeBatch& batch)
   o.max_new_tokens = r.max_tokens;
   o.seed = r.seed.value_or(seed_base_ + job->number);
   o.top_logprobs = r.top_logprobs;
-  job->out.emplace(r, *tok_, job->id, job->created, static_cast<int64_t>(job->prompt.size()));
+  job->out.emplace(r, *tok_, job->id, job->created, static_cast<int64_t>(job->prompt.size()),
+                   o.gamma.name());
   Job* j = job.get();
   auto stop_ids = o.stop_ids;
   job->sequence = batch.add(job->prompt, std::move(o), [j, stop_ids](const SpecToken& t) {
@@ -346,8 +462,10 @@ void Server::start_job(const std::shared_ptr<Job>& job, SpeculativeBatch& batch)
 
 void Server::finish_job(Job& job, const SpeculativeBatch::Finished& result) {
   auto summary = summarize(job.eu, job.flags, config_.calibration);
-  metrics_.add_generation(static_cast<int64_t>(result.tokens.size()), result.stats.proposed,
-                          result.stats.accepted, job.eu);
+  const auto& st = result.stats;
+  metrics_.add_generation(static_cast<int64_t>(result.tokens.size()), st.proposed, st.accepted,
+                          st.proposed_per_position(), st.accepted_per_position(), job.eu,
+                          result.finish == FinishReason::Uncertainty, !summary.flagged.empty());
   const std::string reason = to_string(result.finish);
   if (job.req.stream) {
     job.push(sse(job.out->final_chunk(reason, result.stats, summary)));
@@ -355,6 +473,38 @@ void Server::finish_job(Job& job, const SpeculativeBatch::Finished& result) {
     job.finish(200, "");
   } else {
     job.finish(200, dump_json(job.out->response(reason, result.stats, summary)));
+  }
+}
+
+}  // namespace drafteu::serve
+
+namespace drafteu::serve {
+
+void Server::run_score_job(Job& job) {
+  try {
+    json data = json::array();
+    int64_t prompt_tokens = 0, completion_tokens = 0;
+    for (size_t i = 0; i < job.score_req.inputs.size(); ++i) {
+      if (job.cancelled) return job.finish(499, "");  // nobody is waiting for the answer
+      const auto& in = job.score_req.inputs[i];
+      SequenceSummary summary;
+      data.push_back(score_entry(static_cast<int64_t>(i),
+                                 scorer_->score(in.prompt, in.completion, tok_.get()),
+                                 config_.defaults.policy, config_.calibration, &summary));
+      prompt_tokens += static_cast<int64_t>(in.prompt.size());
+      completion_tokens += static_cast<int64_t>(in.completion.size());
+    }
+    metrics_.add_scored(completion_tokens);
+    json out = {{"object", "score"},
+                {"model", job.score_req.model},
+                {"data", std::move(data)},
+                {"usage",
+                 {{"prompt_tokens", prompt_tokens},
+                  {"completion_tokens", completion_tokens},
+                  {"total_tokens", prompt_tokens + completion_tokens}}}};
+    job.finish(200, dump_json(out));
+  } catch (const std::exception& e) {
+    job.fail({500, cat("scoring failed: ", e.what()), "server_error", "", ""});
   }
 }
 

@@ -1,12 +1,13 @@
 // The OpenAI-compatible HTTP server (cpp-httplib):
 //   POST /v1/completions, POST /v1/chat/completions   (openai.h; stream: server-sent events)
+//   POST /v1/score                                     (score_api.h: teacher-forced scoring)
 //   GET  /health, GET /v1/models, GET /metrics          (Prometheus text)
 // Requests are validated on the HTTP threads, then queued (bounded: 429 when full) for ONE
 // worker thread that owns the models and decodes up to max_batch requests together
 // (SpeculativeBatch: one forward per model step for all of them; queued requests join between
 // rounds, finished ones leave). Each request keeps its own sampler and options, so its tokens do
 // not depend on what it was batched with. Optional API key (Authorization: Bearer) -> 401.
-// stop() is graceful: new requests get 503, queued ones are answered 503, running ones end.
+// stop() is graceful: new requests get 503; queued and running ones are answered (drained).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -22,11 +23,15 @@
 #include "serve/calibration.h"
 #include "serve/metrics.h"
 #include "serve/openai.h"
+#include "serve/score_api.h"
 #include "serve/speculative_batch.h"
 
 namespace httplib {
 class Server;
-}
+struct Response;
+struct Request;
+class ContentReader;
+}  // namespace httplib
 
 namespace drafteu::serve {
 
@@ -38,8 +43,10 @@ struct ServerConfig {
   int64_t max_queue = 16;  // requests waiting beyond the running ones
   int64_t max_batch = 8;   // requests decoded together
   ApiLimits limits;
-  size_t max_body_bytes = 1 << 20;
-  int http_threads = 32;
+  ScoreLimits score_limits;
+  size_t max_body_bytes = 1 << 20;  // chunked bodies included
+  int http_threads = 256;           // connections served at once, a thread each
+  int64_t heartbeat_ms = 1000;      // non-streaming responses: a space this often while decoding
   // Decoding settings every request shares (sampling, max tokens and seed come per request).
   SpeculativeOptions defaults;
   std::optional<Calibration> calibration;
@@ -66,13 +73,18 @@ class Server {
   void worker_loop();
   void start_job(const std::shared_ptr<Job>& job, SpeculativeBatch& batch);
   void finish_job(Job& job, const SpeculativeBatch::Finished& result);
+  void run_score_job(Job& job);
   bool authorized(const std::string& header) const;
+  std::optional<ApiError> read_body(const httplib::Request& req,
+                                    const httplib::ContentReader& reader, std::string& body) const;
+  void respond(const std::shared_ptr<Job>& job, httplib::Response& res, const std::string& route);
 
   SpeculativeDecoder& decoder_;
   std::shared_ptr<Tokenizer> tok_;
   ServerConfig config_;
   std::unique_ptr<httplib::Server> http_;
   Metrics metrics_;
+  std::unique_ptr<TokenScorer> scorer_;  // /v1/score, on the worker thread (it shares the models)
   int port_ = 0;
   std::thread listener_, worker_;
   std::mutex mu_;

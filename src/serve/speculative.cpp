@@ -1,5 +1,8 @@
 #include "serve/speculative.h"
 
+#include <algorithm>
+
+#include "family/ensemble.h"
 #include "serve/speculative_batch.h"
 #include "util/error.h"
 
@@ -31,6 +34,31 @@ double SpecStats::uncertainty_fraction() const {
   return total_s > 0 ? uncertainty_s / total_s : 0.0;
 }
 
+double SpecStats::mean_accepted_length() const {
+  return rounds ? 1.0 + static_cast<double>(accepted) / static_cast<double>(rounds) : 0.0;
+}
+
+namespace {
+// [i]: entries of `counts` above i.
+std::vector<int64_t> above_each_position(const std::vector<int64_t>& counts) {
+  const int64_t width = counts.empty() ? 0 : *std::max_element(counts.begin(), counts.end());
+  std::vector<int64_t> out(static_cast<size_t>(width), 0);
+  for (int64_t c : counts)
+    for (int64_t i = 0; i < c; ++i) ++out[static_cast<size_t>(i)];
+  return out;
+}
+}  // namespace
+
+std::vector<int64_t> SpecStats::accepted_per_position() const {
+  auto out = above_each_position(round_accepted);
+  out.resize(proposed_per_position().size(), 0);
+  return out;
+}
+
+std::vector<int64_t> SpecStats::proposed_per_position() const {
+  return above_each_position(round_gamma);
+}
+
 const char* to_string(FinishReason reason) {
   switch (reason) {
     case FinishReason::Stop:
@@ -54,6 +82,13 @@ SpeculativeDecoder::SpeculativeDecoder(LlamaForCausalLM target, std::shared_ptr<
   if (reference)
     reference_ = std::make_unique<LowRankFamily>(
         target_, std::vector<MemberDeltas>{MemberDeltas{}, std::move(*reference)});
+}
+
+std::shared_ptr<Family> SpeculativeDecoder::reference_family() const {
+  if (reference_)
+    return std::make_shared<LowRankFamily>(target_,
+                                           std::vector<MemberDeltas>{reference_->member(1)});
+  return std::make_shared<Ensemble>(Ensemble::of_one(target_));
 }
 
 double SpeculativeDecoder::draft_cost_ratio() const {

@@ -67,8 +67,16 @@ struct SpecStats {
   int64_t rounds = 0, proposed = 0, accepted = 0, emitted = 0;
   double total_s = 0, draft_s = 0, target_s = 0;
   double uncertainty_s = 0;  // the records' math (their draft steps are in draft_s)
+  // Per round: the γ proposed and how many of those proposals were accepted.
+  std::vector<int64_t> round_gamma, round_accepted;
   double acceptance_rate() const;
   double uncertainty_fraction() const;  // uncertainty_s / total_s
+  // Tokens per round: accepted proposals plus the target's own token (vLLM's "mean acceptance
+  // length"); 0 before the first round.
+  double mean_accepted_length() const;
+  // [i]: rounds whose proposal i was accepted / was proposed (i < the largest γ used).
+  std::vector<int64_t> accepted_per_position() const;
+  std::vector<int64_t> proposed_per_position() const;
 };
 
 enum class FinishReason { Stop, Length, Uncertainty };
@@ -95,6 +103,10 @@ class SpeculativeDecoder {
   LlamaForCausalLMImpl& target() { return *target_; }
   Family& drafts() { return *drafts_; }
   bool has_reference_adapter() const { return reference_ != nullptr; }
+  // The drafts as shared by the decoder, and p_ref as a family of one (the target, or the target
+  // with the adapter) for teacher-forced scoring. Use them on the decoding thread only.
+  std::shared_ptr<Family> drafts_ptr() const { return drafts_; }
+  std::shared_ptr<Family> reference_family() const;
   int64_t num_drafts() const { return drafts_->size(); }
   // Weights a draft step reads over those a verification reads (cost-aware γ's default c).
   double draft_cost_ratio() const;

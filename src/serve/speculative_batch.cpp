@@ -383,6 +383,8 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
     ++r.stats.rounds;
     r.stats.proposed += r.g;
     r.stats.accepted += n;
+    r.stats.round_gamma.push_back(r.g);
+    r.stats.round_accepted.push_back(n);
     r.gamma.update(r.g, n);
 
     // Roll back: each cache keeps this row's accepted text; the new token is not fed yet.

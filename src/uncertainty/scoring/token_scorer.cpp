@@ -80,6 +80,14 @@ std::vector<ScoredToken> TokenScorer::score(const std::vector<int64_t>& prompt_i
     if (target) in.target = target->next(response_ids, begin, n);
     if (drafts) in.drafts = drafts->next(response_ids, begin, n);
     if (reference) in.reference = reference->next(response_ids, begin, n).select(0, 0);
+    torch::Tensor token_logp;  // [n]: log p_ref of each response token
+    if (in.reference.defined()) {
+      auto ids =
+          torch::tensor(std::vector<int64_t>(response_ids.begin() + static_cast<long>(begin),
+                                             response_ids.begin() + static_cast<long>(begin + n)),
+                        torch::kInt64);
+      token_logp = in.reference.gather(-1, ids.unsqueeze(-1)).squeeze(-1);
+    }
     auto rec = uncertainty::token_record(in);
     for (size_t i = 0; i < n; ++i) {
       auto row = static_cast<int64_t>(i);
@@ -93,6 +101,7 @@ std::vector<ScoredToken> TokenScorer::score(const std::vector<int64_t>& prompt_i
       t.eu_hat = value_at(rec.eu_hat, row);
       t.entropy_target = value_at(rec.entropy_target, row);
       t.entropy_mix = value_at(rec.entropy_mix, row);
+      t.logprob = value_at(token_logp, row);
       out.push_back(std::move(t));
     }
   }

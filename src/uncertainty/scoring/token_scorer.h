@@ -26,6 +26,7 @@ struct ScoredToken {
   int64_t id = 0;
   std::string text;
   std::optional<double> eu_true, jsd, bias, eu_hat, entropy_target, entropy_mix;
+  std::optional<double> logprob;  // log p_ref(token): needs the reference
 };
 
 class TokenScorer {

@@ -1,0 +1,115 @@
+#include "serve/score_api.h"
+
+#include <cmath>
+
+#include "util/error.h"
+
+namespace drafteu::serve {
+
+using json = nlohmann::json;
+
+namespace {
+
+[[noreturn]] void bad(const std::string& message, const std::string& param,
+                      const std::string& code = "invalid_value") {
+  throw ApiException(ApiError{400, message, "invalid_request_error", param, code});
+}
+
+json finite_or_null(const std::optional<double>& v) {
+  return v && std::isfinite(*v) ? json(*v) : json();
+}
+
+ScoreInput parse_one(const json& item, const std::string& where,
+                     const std::vector<std::string>& models, const ApiLimits& limits,
+                     const ScoreLimits& score, int64_t context, const Tokenizer& tok,
+                     std::string* model) {
+  if (!item.is_object()) bad(where + "must be a JSON object", "", "invalid_type");
+  const bool chat = item.contains("messages") && !item["messages"].is_null();
+  if (chat && item.contains("prompt") && !item["prompt"].is_null())
+    bad(where + "give 'prompt' or 'messages', not both", "prompt");
+  auto completion = item.find("completion");
+  if (completion == item.end() || completion->is_null())
+    bad(where + "you must provide a completion", "completion", "missing_required_parameter");
+  if (!completion->is_string())
+    bad(where + "'completion' must be a string", "completion", "invalid_type");
+  ScoreInput in;
+  try {
+    // The prompt half is a completion or chat request: the same parsing and tokenization.
+    auto req =
+        parse_request(chat ? Endpoint::Chat : Endpoint::Completions, item.dump(), models, limits);
+    *model = req.model;
+    in.prompt = prompt_token_ids(req, tok);
+  } catch (ApiException& e) {
+    e.error.message = where + e.error.message;
+    throw;
+  } catch (const std::exception& e) {  // the tokenizer's own complaints
+    bad(where + e.what(), chat ? "messages" : "prompt");
+  }
+  const auto ids = tok.encode(completion->get<std::string>(), false, /*parse_special=*/false);
+  in.completion.assign(ids.begin(), ids.end());
+  const auto np = static_cast<int64_t>(in.prompt.size());
+  const auto nc = static_cast<int64_t>(in.completion.size());
+  if (nc == 0) bad(where + "the completion encodes to no tokens", "completion");
+  if (np > limits.max_prompt_tokens)
+    bad(cat(where, "the prompt is ", np, " tokens, above this server's limit of ",
+            limits.max_prompt_tokens),
+        chat ? "messages" : "prompt", "context_length_exceeded");
+  if (nc > score.max_completion_tokens)
+    bad(cat(where, "the completion is ", nc, " tokens, above this server's limit of ",
+            score.max_completion_tokens),
+        "completion", "context_length_exceeded");
+  if (np + nc > context)
+    bad(cat(where, "This model's maximum context length is ", context,
+            " tokens. However, you requested ", np + nc, " tokens (", np, " in the prompt, ", nc,
+            " in the completion)."),
+        "completion", "context_length_exceeded");
+  return in;
+}
+
+}  // namespace
+
+ScoreRequest parse_score_request(const std::string& body, const std::vector<std::string>& models,
+                                 const ApiLimits& limits, const ScoreLimits& score, int64_t context,
+                                 const Tokenizer& tok) {
+  json j = parse_json_body(body);
+  ScoreRequest r;
+  if (j.is_array()) {
+    if (j.empty()) bad("the batch is empty", "", "invalid_value");
+    if (static_cast<int64_t>(j.size()) > score.max_inputs)
+      bad(cat("the batch holds ", j.size(), " inputs, above this server's limit of ",
+              score.max_inputs),
+          "", "too_many_inputs");
+    for (size_t i = 0; i < j.size(); ++i)
+      r.inputs.push_back(
+          parse_one(j[i], cat("input ", i, ": "), models, limits, score, context, tok, &r.model));
+  } else {
+    r.inputs.push_back(parse_one(j, "", models, limits, score, context, tok, &r.model));
+  }
+  return r;
+}
+
+json score_entry(int64_t index, const std::vector<ScoredToken>& tokens,
+                 const UncertaintyPolicy& policy, const std::optional<Calibration>& calibration,
+                 SequenceSummary* summary) {
+  json list = json::array();
+  std::vector<double> eu;
+  std::vector<bool> flags;
+  for (const auto& t : tokens) {
+    const double e = t.eu_hat.value_or(0.0);
+    const bool flagged = policy.flags(e);
+    eu.push_back(e);
+    flags.push_back(flagged);
+    list.push_back({{"token", t.text},
+                    {"id", t.id},
+                    {"logprob", finite_or_null(t.logprob)},
+                    {"eu_hat", finite_or_null(t.eu_hat)},
+                    {"jsd", finite_or_null(t.jsd)},
+                    {"bias", finite_or_null(t.bias)},
+                    {"entropy", finite_or_null(t.entropy_target)},
+                    {"flagged", flagged}});
+  }
+  *summary = summarize(eu, flags, calibration);
+  return {{"index", index}, {"tokens", list}, {"summary", summary->to_json()}};
+}
+
+}  // namespace drafteu::serve
