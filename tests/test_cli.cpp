@@ -125,7 +125,7 @@ TEST(Cli, ScoreRejectsHostileRecords) {
   };
   const std::vector<Case> cases = {
       {write("missing.jsonl", "{\"prompt_ids\": [1]}\n"), "'response_ids' is missing"},
-      {write("long.jsonl", long_prompt), "context of 512"},
+      {write("long.jsonl", long_prompt), "longer than the models' context of 2048"},
       {write("huge.jsonl", "{\"prompt\": \"" + std::string(17 << 20, 'a') + "\"}\n"),
        "exceeds the limit"},
       {write("deep.jsonl", std::string(100000, '[') + std::string(100000, ']') + "\n"),
@@ -162,8 +162,9 @@ TEST(Cli, HelpAndDoctor) {
   r = run_command("env -u OPENBLAS_CORETYPE -u DRAFTEU_BLAS_AUTO " + cli("doctor"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("BLAS kernels"), std::string::npos) << r.out;
-  if (r.out.find("CPU SIMD       AVX") != std::string::npos)
+  if (r.out.find("CPU SIMD       AVX") != std::string::npos) {
     EXPECT_EQ(r.out.find("BLAS kernels   Prescott"), std::string::npos) << r.out;
+  }
   r = run_command("env -u DRAFTEU_BLAS_AUTO OPENBLAS_CORETYPE=Haswell " + cli("doctor"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("BLAS kernels   Haswell (OPENBLAS_CORETYPE=Haswell set by the user)"),

@@ -152,7 +152,8 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
       auto bcache = m.model->new_cache();
       m.model->forward(ids, &bcache, mask);
       for (int step = 0; step < 2; ++step) {
-        auto next = torch::tensor({seqs[0][3 + step], seqs[1][2 + step]}, torch::kInt64).unsqueeze(1);
+        auto next =
+            torch::tensor({seqs[0][3 + step], seqs[1][2 + step]}, torch::kInt64).unsqueeze(1);
         auto out = m.model->forward(next, &bcache);
         EXPECT_TRUE(test::all_close(out[0][0], ref[0][3 + step], kLogitTol));
         EXPECT_TRUE(test::all_close(out[1][0], ref[1][2 + step], kLogitTol));
@@ -191,6 +192,7 @@ TEST(ModelReference, LogitsMatchPyTorchWithAndWithoutCacheAndPadding) {
       for (int64_t l = 0; l < rc.config.num_hidden_layers; ++l) {
         EXPECT_LT(max_diff(ca.keys(l), alone.keys(l)), 1e-5) << "layer " << l;
         EXPECT_LT(max_diff(ca.values(l), alone.values(l)), 1e-5) << "layer " << l;
+      }
     }
   }
 }
@@ -257,7 +259,7 @@ TEST(ModelFormats, BadCheckpointsGiveClearErrors) {
 
 // Peak resident memory of this process, in MiB.
 double peak_rss_mib() {
-  struct rusage ru {};
+  struct rusage ru = {};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
@@ -310,10 +312,14 @@ TEST(ModelFormats, HostileConfigsFailBeforeAllocating) {
                 .find("config.json implies"),
             std::string::npos);
   // Values once accepted silently.
-  const std::vector<std::pair<std::string, json>> bad = {
-      {"bos_token_id", -1},           {"eos_token_id", 512},       {"eos_token_id", json{2, 9999}},
-      {"max_position_embeddings", 0}, {"hidden_size", 64.5},       {"num_hidden_layers", true},
-      {"vocab_size", "512"},          {"max_position_embeddings", -3}};
+  const std::vector<std::pair<std::string, json>> bad = {{"bos_token_id", -1},
+                                                         {"eos_token_id", 512},
+                                                         {"eos_token_id", json{2, 9999}},
+                                                         {"max_position_embeddings", 0},
+                                                         {"hidden_size", 64.5},
+                                                         {"num_hidden_layers", true},
+                                                         {"vocab_size", "512"},
+                                                         {"max_position_embeddings", -3}};
   for (const auto& [field, value] : bad) {
     SCOPED_TRACE(field + " = " + value.dump());
     EXPECT_NE(error_with([&](json& j) { j[field] = value; }, cfg_file).find(field),

@@ -10,7 +10,7 @@ targets=("$@")  # e.g. drafteu_cli: only the CLI, not the tests and benchmarks
 packages=(build-essential cmake ninja-build pkg-config ccache git
           libtorch-dev libopenblas0-openmp nlohmann-json3-dev libcli11-dev libpcre2-dev
           libcpp-httplib-dev libssl-dev libgtest-dev libgmock-dev libbenchmark-dev
-          python3-torch gnuplot-nox chromium)
+          python3-torch gnuplot-nox chromium prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

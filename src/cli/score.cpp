@@ -114,8 +114,7 @@ std::vector<Record> read_records(const std::string& path, const Tokenizer* tok, 
     const auto length = static_cast<int64_t>(r.prompt.size() + r.response.size());
     if (length > context)
       fail(where, ": prompt and response are ", length,
-           " tokens, longer than the models' context of ", context,
-           " (max_position_embeddings)");
+           " tokens, longer than the models' context of ", context, " (max_position_embeddings)");
     records.push_back(std::move(r));
   }
   return records;

@@ -1,7 +1,7 @@
 #include "model/config.h"
 
-#include <nlohmann/json.hpp>
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <type_traits>
 
 #include "model/io/gguf.h"
@@ -92,7 +92,7 @@ T required(const json& j, const char* key, const std::string& source) {
   if (!has_type<T>(*it))
     fail(source, ": field '", key, "' has the wrong type (", it->type_name(), " ",
          json_preview(*it), ", expected ",
-         std::is_same_v<T, int64_t> ? "an integer"
+         std::is_same_v<T, int64_t>  ? "an integer"
          : std::is_same_v<T, double> ? "a number"
          : std::is_same_v<T, bool>   ? "a boolean"
                                      : "a string",
