@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -212,6 +213,16 @@ TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
                         "fidelity_runs.csv", "proxy_runs.csv", "detection_sets.csv", "cost.csv",
                         "tokens_fidelity.jsonl", "tokens_detection.jsonl"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
+  // One CSV per summary table, each under its own name (the two fidelity tables once collided).
+  std::set<std::string> csv;
+  for (const auto& e : fs::directory_iterator(out))
+    if (e.path().filename().string().rfind("table_", 0) == 0) csv.insert(e.path().filename());
+  EXPECT_EQ(csv, (std::set<std::string>{
+                     "table_the_paper_s_findings.csv", "table_testbed.csv", "table_regime.csv",
+                     "table_eu_fidelity.csv", "table_eu_fidelity_at_k_6.csv",
+                     "table_proxy_robustness.csv", "table_hallucination_detection.csv",
+                     "table_cost_per_generated_token.csv",
+                     "table_training_budgets_against_the_paper_s_tables_7_10.csv"}));
   const json r = json::parse(read_text_file(out / "results.json"));
   for (const char* m : {"untrained", "gkd", "minillm", "idd", "fdd", "ddd_1x3", "ddd_2x3",
                         "ddd_3x3", "only_3", "only_6", "only_9"}) {

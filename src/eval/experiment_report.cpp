@@ -161,6 +161,21 @@ struct Table {
   std::vector<std::string> header;
   std::vector<std::vector<std::string>> rows;
 
+  // The title up to its first ',', ':' or '(' as lower-case words joined by '_' (unique per
+  // table: "EU fidelity, Tables 1 and 5" -> eu_fidelity, "EU fidelity at K = 6" -> ...at_k_6).
+  std::string file_name() const {
+    std::string name;
+    for (char ch : title.substr(0, title.find_first_of(",:("))) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (std::isalnum(c))
+        name += static_cast<char>(std::tolower(c));
+      else if (!name.empty() && name.back() != '_')
+        name += '_';
+    }
+    while (!name.empty() && name.back() == '_') name.pop_back();
+    return name;
+  }
+
   std::string markdown() const {
     std::string s = "### " + title + "\n\n|";
     for (const auto& h : header) s += " " + h + " |";
@@ -404,9 +419,7 @@ void write_csvs(const json& r, const fs::path& out) {
       for (size_t i = 0; i < row.size(); ++i) s += (i ? "," : "") + row[i];
       s += "\n";
     }
-    std::string name = t.title.substr(0, t.title.find(' '));
-    for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    write_file_atomic(out / ("table_" + name + ".csv"), s);
+    write_file_atomic(out / ("table_" + t.file_name() + ".csv"), s);
   }
   for (const char* k :
        {"eu_fidelity", "eu_fidelity_k6", "regime", "proxy", "detection", "cost", "testbed"})
