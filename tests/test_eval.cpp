@@ -15,8 +15,8 @@
 
 #include "eval/answers.h"
 #include "eval/bpe_trainer.h"
-#include "eval/logistic.h"
-#include "eval/metrics.h"
+#include "stats/logistic.h"
+#include "stats/metrics.h"
 #include "eval/testbed_models.h"
 #include "eval/testbed_task.h"
 #include "model/checkpoint.h"
@@ -24,6 +24,7 @@
 #include "util/error.h"
 
 namespace drafteu::eval {
+using namespace stats;
 namespace {
 
 // --- testbed task -------------------------------------------------------------------------------

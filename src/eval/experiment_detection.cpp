@@ -4,14 +4,16 @@
 #include <chrono>
 #include <cmath>
 
-#include "eval/logistic.h"
-#include "eval/metrics.h"
+#include "stats/logistic.h"
+#include "stats/metrics.h"
 #include "uncertainty/aggregate.h"
 #include "util/file.h"
 #include "util/json.h"
 #include "util/progress.h"
 
 namespace drafteu::eval {
+
+using namespace stats;  // metrics and the logistic map (src/stats)
 
 using json = nlohmann::json;
 namespace unc = drafteu::uncertainty;

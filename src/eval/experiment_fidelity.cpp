@@ -3,13 +3,15 @@
 #include <map>
 #include <ostream>
 
-#include "eval/metrics.h"
+#include "stats/metrics.h"
 #include "family/ensemble.h"
 #include "util/file.h"
 #include "util/json.h"
 #include "util/progress.h"
 
 namespace drafteu::eval {
+
+using namespace stats;  // metrics and the logistic map (src/stats)
 
 using json = nlohmann::json;
 

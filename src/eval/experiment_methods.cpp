@@ -5,7 +5,7 @@
 #include "distill/data.h"
 #include "distill/drafts.h"
 #include "eval/answers.h"
-#include "eval/metrics.h"
+#include "stats/metrics.h"
 #include "eval/testbed_models.h"
 #include "family/ensemble.h"
 #include "family/low_rank_family.h"
@@ -15,6 +15,8 @@
 #include "util/error.h"
 
 namespace drafteu::eval {
+
+using namespace stats;  // metrics and the logistic map (src/stats)
 
 MethodModels::MethodModels(const ExperimentConfig& config, const TrainedModels& trained)
     : config_(config), trained_(trained) {

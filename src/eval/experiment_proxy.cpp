@@ -1,10 +1,12 @@
 #include "eval/experiment_proxy.h"
 
-#include "eval/metrics.h"
+#include "stats/metrics.h"
 #include "util/file.h"
 #include "util/progress.h"
 
 namespace drafteu::eval {
+
+using namespace stats;  // metrics and the logistic map (src/stats)
 
 using json = nlohmann::json;
 

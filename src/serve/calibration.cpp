@@ -23,9 +23,9 @@ Calibration Calibration::from_json(const nlohmann::json& j, const std::string& s
                            {"intercept", j.value("intercept", nlohmann::json())},
                            {"mean", {0.0}},
                            {"std", {1.0}}};
-    c.model = eval::LogisticModel::from_json(full, source);
+    c.model = stats::LogisticModel::from_json(full, source);
   } else {
-    c.model = eval::LogisticModel::from_json(j, source);
+    c.model = stats::LogisticModel::from_json(j, source);
   }
   if (c.model.feature.empty()) fail(source, ": calibration field 'feature' is missing");
   for (const auto& f : c.model.feature)

@@ -1,6 +1,6 @@
 // Logistic calibration of a sequence's EU into a probability that the answer is wrong.
 //
-// The file is what `drafteu experiment` fits (eval::LogisticModel):
+// The file is what `drafteu experiment` fits (stats::LogisticModel):
 //   {"feature": ["eu_sum", ...], "coef": [...], "intercept": b, "mean": [...], "std": [...]}
 // with features among eu_sum, eu_mean, eu_max (aggregates of the per-token eu_hat over the
 // generated tokens), standardised by mean/std before the linear map. A hand-written single
@@ -11,12 +11,12 @@
 
 #include <nlohmann/json.hpp>
 
-#include "eval/logistic.h"
+#include "stats/logistic.h"
 
 namespace drafteu::serve {
 
 struct Calibration {
-  eval::LogisticModel model;
+  stats::LogisticModel model;
 
   double p_error(double eu_sum, double eu_mean, double eu_max) const;
 

@@ -7,7 +7,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-namespace drafteu::eval {
+namespace drafteu::stats {
 
 struct LogisticOptions {
   // Minimises mean log-loss + l2/2 * |coef|^2 (intercept unpenalised) on standardised features.
@@ -36,4 +36,4 @@ LogisticModel fit_logistic(const std::vector<std::vector<double>>& rows,
                            const std::vector<int>& label, std::vector<std::string> feature_names,
                            const LogisticOptions& options = {});
 
-}  // namespace drafteu::eval
+}  // namespace drafteu::stats

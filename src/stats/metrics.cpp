@@ -1,4 +1,4 @@
-#include "eval/metrics.h"
+#include "stats/metrics.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 
 #include "util/error.h"
 
-namespace drafteu::eval {
+namespace drafteu::stats {
 
 namespace {
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -166,4 +166,4 @@ MeanStd mean_std(const std::vector<double>& x) {
   return r;
 }
 
-}  // namespace drafteu::eval
+}  // namespace drafteu::stats

@@ -1,4 +1,4 @@
-#include "eval/logistic.h"
+#include "stats/logistic.h"
 
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -7,7 +7,7 @@
 #include "util/json.h"
 #include "util/file.h"
 
-namespace drafteu::eval {
+namespace drafteu::stats {
 
 namespace {
 
@@ -189,4 +189,4 @@ LogisticModel fit_logistic(const std::vector<std::vector<double>>& rows,
   return m;
 }
 
-}  // namespace drafteu::eval
+}  // namespace drafteu::stats

@@ -3,7 +3,7 @@
 #pragma once
 #include <vector>
 
-namespace drafteu::eval {
+namespace drafteu::stats {
 
 double mean(const std::vector<double>& x);
 double rmse(const std::vector<double>& a, const std::vector<double>& b);
@@ -34,4 +34,4 @@ struct MeanStd {
 };
 MeanStd mean_std(const std::vector<double>& x);
 
-}  // namespace drafteu::eval
+}  // namespace drafteu::stats
