@@ -1,2 +1,2 @@
 # drafteu_family in DEPS also selects the shared torch PCH.
-drafteu_test(test_serve DEPS drafteu_serve drafteu_family NEEDS_CLI TIMEOUT 120)
+drafteu_test(test_serve DEPS drafteu_serve drafteu_family drafteu_distill NEEDS_CLI TIMEOUT 120)

@@ -1,5 +1,7 @@
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <limits>
@@ -201,7 +203,7 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
       note(d);
       if (!f->draft_family.empty()) {
         models.drafts =
-            std::make_shared<LowRankFamily>(distill::load_draft_family(f->draft_family, d.model));
+            std::make_shared<LowRankFamily>(load_draft_family(f->draft_family, d.model));
       } else {
         NoiseConfig nc = NoiseConfig::target_family(f->seed + 1);
         nc.sigma = f->draft_sigma;
@@ -223,8 +225,11 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
 
     std::string out;
     ProgressBar progress("score", static_cast<int64_t>(records.size()), "records");
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t scored = 0;
     for (size_t r = 0; r < records.size(); ++r) {
       for (const auto& t : scorer.score(records[r].prompt, records[r].response, tok.get())) {
+        ++scored;
         nlohmann::json j = {{"record", r}, {"index", t.index}, {"id", t.id}, {"text", t.text}};
         auto put = [&](const char* key, const std::optional<double>& v) {
           if (!v) return;
@@ -245,6 +250,12 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
       progress.update(static_cast<int64_t>(r + 1));
     }
     progress.finish();
+    // Scoring alone (models loaded): tools/score_bench.sh compares it with POST /v1/score.
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::fprintf(stderr, "score: %lld tokens in %.3f s (%.1f tokens/s)\n",
+                 static_cast<long long>(scored), secs,
+                 secs > 0 ? static_cast<double>(scored) / secs : 0.0);
     write_file_atomic(f->output, out);
   });
 }

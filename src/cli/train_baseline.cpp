@@ -20,9 +20,9 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
   cmd->callback([=] {
     json c = resolve_config(*f);
     const std::string src = f->config.empty() ? "train-baseline" : f->config;
-    distill::check_fields(c, src,
-                          {"target", "draft", "data", "train", "lora", "teacher_noise",
-                           "teacher_member", "gkd", "minillm", "seed"});
+    check_fields(c, src,
+                 {"target", "draft", "data", "train", "lora", "teacher_noise", "teacher_member",
+                  "gkd", "minillm", "seed"});
     if (*method != "gkd" && *method != "minillm")
       fail("--method: unknown baseline '", *method, "' (known: gkd, minillm)");
     LoraConfig lora;
@@ -38,7 +38,7 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
     distill::Teacher teacher{target.model, {}};
     if (c.contains("teacher_member") && !c["teacher_member"].is_null()) {
       auto noise = c.contains("teacher_noise")
-                       ? distill::noise_config_from_json(c["teacher_noise"], src + " teacher_noise")
+                       ? noise_config_from_json(c["teacher_noise"], src + " teacher_noise")
                        : NoiseConfig::target_family(0);
       teacher.deltas =
           NoiseSampler(*target.model, noise).member(c["teacher_member"].get<int64_t>());
@@ -49,8 +49,7 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
       distill::GkdConfig g;
       g.lora = lora;
       const json gj = c.value("gkd", json::object());
-      distill::check_fields(gj, src + " gkd",
-                            {"lambda", "beta", "temperature", "top_p", "max_new_tokens"});
+      check_fields(gj, src + " gkd", {"lambda", "beta", "temperature", "top_p", "max_new_tokens"});
       g.lambda = gj.value("lambda", g.lambda);
       g.beta = gj.value("beta", g.beta);
       g.on_policy = distill::on_policy_config_from_json(gj, src + " gkd", g.on_policy);
@@ -63,8 +62,7 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
       distill::MiniLLMConfig m;
       m.lora = lora;
       const json mj = c.value("minillm", json::object());
-      distill::check_fields(mj, src + " minillm",
-                            {"generations", "temperature", "top_p", "max_new_tokens"});
+      check_fields(mj, src + " minillm", {"generations", "temperature", "top_p", "max_new_tokens"});
       m.on_policy = distill::on_policy_config_from_json(mj, src + " minillm", m.on_policy);
       auto tc = distill::train_config_from_json(c.value("train", json::object()), src + " train",
                                                 distill::MiniLLMConfig::default_train());

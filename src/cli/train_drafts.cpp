@@ -26,10 +26,9 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions&) {
   cmd->callback([=] {
     json c = resolve_config(*f);
     const std::string src = f->config.empty() ? "train-drafts" : f->config;
-    distill::check_fields(
-        c, src,
-        {"target", "draft", "data", "train", "lora", "teacher_noise", "init_noise", "strategy",
-         "splits", "per_split", "partition_seed", "teacher", "seed"});
+    check_fields(c, src,
+                 {"target", "draft", "data", "train", "lora", "teacher_noise", "init_noise",
+                  "strategy", "splits", "per_split", "partition_seed", "teacher", "seed"});
     if (!strategy->empty()) c["strategy"] = *strategy;
     if (*splits > 0) c["splits"] = *splits;
     if (*per_split > 0) c["per_split"] = *per_split;
@@ -42,11 +41,10 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions&) {
     if (c.contains("lora"))
       fam.lora = distill::lora_config_from_json(c["lora"], src + " lora", fam.lora);
     if (c.contains("teacher_noise"))
-      fam.teacher_noise =
-          distill::noise_config_from_json(c["teacher_noise"], src + " teacher_noise");
+      fam.teacher_noise = noise_config_from_json(c["teacher_noise"], src + " teacher_noise");
     if (c.contains("init_noise"))
-      fam.init_noise = distill::noise_config_from_json(c["init_noise"], src + " init_noise",
-                                                       NoiseConfig::draft_init(1));
+      fam.init_noise =
+          noise_config_from_json(c["init_noise"], src + " init_noise", NoiseConfig::draft_init(1));
     auto tc = distill::train_config_from_json(c.value("train", json::object()), src + " train",
                                               distill::DraftFamilyConfig::default_train());
     tc.progress = !f->quiet;

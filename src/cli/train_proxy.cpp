@@ -17,15 +17,14 @@ void add_train_proxy_command(CLI::App& app, GlobalOptions&) {
   cmd->callback([f] {
     json c = resolve_config(*f);
     const std::string src = f->config.empty() ? "train-proxy" : f->config;
-    distill::check_fields(c, src,
-                          {"target", "data", "train", "lora", "teacher_noise", "teachers",
-                           "family_members", "n_teachers", "seed"});
+    check_fields(c, src,
+                 {"target", "data", "train", "lora", "teacher_noise", "teachers", "family_members",
+                  "n_teachers", "seed"});
     distill::OsdConfig osd;
     if (c.contains("lora"))
       osd.lora = distill::lora_config_from_json(c["lora"], src + " lora", osd.lora);
     if (c.contains("teacher_noise"))
-      osd.teacher_noise =
-          distill::noise_config_from_json(c["teacher_noise"], src + " teacher_noise");
+      osd.teacher_noise = noise_config_from_json(c["teacher_noise"], src + " teacher_noise");
     osd.teachers = c.value("teachers", osd.teachers);
     osd.family_members = c.value("family_members", osd.family_members);
     osd.n_teachers = c.value("n_teachers", osd.n_teachers);

@@ -11,36 +11,6 @@ namespace drafteu::distill {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-namespace {
-
-template <typename T>
-void take(const json& j, const char* key, T& out, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return;
-  try {
-    out = it->get<T>();
-  } catch (const json::exception&) {
-    fail(source, ": field '", key, "' has the wrong type (", it->dump(), ")");
-  }
-}
-
-const json& object(const json& j, const std::string& source) {
-  if (!j.is_object()) fail(source, ": expected a JSON object");
-  return j;
-}
-
-}  // namespace
-
-void check_fields(const json& j, const std::string& source,
-                  std::initializer_list<const char*> known) {
-  object(j, source);
-  for (const auto& [key, _] : j.items()) {
-    bool ok = false;
-    for (const char* k : known) ok = ok || key == k;
-    if (!ok) fail(source, ": unknown field '", key, "'");
-  }
-}
-
 json to_json(const TrainConfig& c) {
   return {{"lr", c.lr},
           {"weight_decay", c.weight_decay},
@@ -112,48 +82,6 @@ LoraConfig lora_config_from_json(const json& j, const std::string& source, LoraC
   take(j, "target_regex", c.target_regex, source);
   take(j, "use_rslora", c.use_rslora, source);
   c.validate(source);
-  return c;
-}
-
-json to_json(const NoiseConfig& c) {
-  json j = {{"kind", noise_kind_name(c.kind)},
-            {"target_modules", c.target_modules},
-            {"rank", c.rank},
-            {"sigma", c.sigma},
-            {"seed", c.seed},
-            {"per_token", c.per_token},
-            {"keep_unperturbed", c.keep_unperturbed}};
-  if (c.alpha) j["alpha"] = *c.alpha;
-  if (c.relative) j["relative"] = true;
-  return j;
-}
-
-NoiseConfig noise_config_from_json(const json& j, const std::string& source, NoiseConfig c) {
-  check_fields(j, source,
-               {"kind", "target_modules", "rank", "sigma", "alpha", "seed", "per_token",
-                "keep_unperturbed", "relative"});
-  if (j.contains("kind")) {
-    std::string kind;
-    take(j, "kind", kind, source);
-    c.kind = parse_noise_kind(kind);
-  }
-  take(j, "target_modules", c.target_modules, source);
-  take(j, "rank", c.rank, source);
-  take(j, "sigma", c.sigma, source);
-  if (j.contains("alpha") && !j["alpha"].is_null()) {
-    double a = 0;
-    take(j, "alpha", a, source);
-    c.alpha = a;
-  }
-  take(j, "seed", c.seed, source);
-  take(j, "per_token", c.per_token, source);
-  take(j, "keep_unperturbed", c.keep_unperturbed, source);
-  take(j, "relative", c.relative, source);
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail(source, ": ", e.what());
-  }
   return c;
 }
 

@@ -2,9 +2,9 @@
 // Parsing starts from a method's defaults, takes only the fields present, and rejects unknown
 // fields and wrong types with an error naming the source and the field.
 #pragma once
-#include "util/json.h"
 #include <filesystem>
 #include <string>
+#include "util/json.h"
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +12,7 @@
 #include "distill/minillm.h"
 #include "distill/osd.h"
 #include "distill/trainer.h"
+#include "family/draft_family.h"
 #include "family/lora.h"
 #include "family/noise.h"
 #include "model/checkpoint.h"
@@ -22,7 +23,6 @@ using drafteu::read_json_file;  // util/json.h
 
 nlohmann::json to_json(const TrainConfig& c);
 nlohmann::json to_json(const LoraConfig& c);
-nlohmann::json to_json(const NoiseConfig& c);
 nlohmann::json to_json(const OnPolicyConfig& c);
 nlohmann::json to_json(const OsdConfig& c);
 nlohmann::json to_json(const GkdConfig& c);
@@ -32,14 +32,8 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& s
                                    TrainConfig defaults);
 LoraConfig lora_config_from_json(const nlohmann::json& j, const std::string& source,
                                  LoraConfig defaults);
-NoiseConfig noise_config_from_json(const nlohmann::json& j, const std::string& source,
-                                   NoiseConfig defaults = NoiseConfig::target_family(0));
 OnPolicyConfig on_policy_config_from_json(const nlohmann::json& j, const std::string& source,
                                           OnPolicyConfig defaults);
-
-// Throws unless every key of object `j` is in `known`.
-void check_fields(const nlohmann::json& j, const std::string& source,
-                  std::initializer_list<const char*> known);
 
 // A model: a path (HF directory or .gguf) or "preset:NAME[:SEED]" (random init, for tests and
 // benchmarks). `field` names the config field in errors.

@@ -16,6 +16,7 @@
 
 #include "distill/forward.h"
 #include "distill/trainer.h"
+#include "family/draft_family.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
 
@@ -83,18 +84,5 @@ TrainResult train_draft_job(LlamaForCausalLM draft_base, LlamaForCausalLM target
                             const std::vector<Sample>& all, const DraftFamilyConfig& config,
                             const DraftJob& job, const TrainConfig& train_config,
                             const std::filesystem::path& out, nlohmann::json run_info = {});
-
-// Two members' terms on the same modules summed as one term of concatenated rank.
-MemberDeltas combine_deltas(const MemberDeltas& a, const MemberDeltas& b);
-
-// The drafts under `family_dir` (every draft-*/ holding adapter/ and draft.json) as one family
-// over `draft_base`, in job order. Errors name the directory.
-LowRankFamily load_draft_family(const std::filesystem::path& family_dir,
-                                LlamaForCausalLM draft_base);
-
-// "K only": `trained` (a draft's deltas) plus K noise draws of `noise`; with `trained` empty this
-// is the untrained-drafts baseline (base draft + K noise draws).
-LowRankFamily noisy_draft_family(LlamaForCausalLM draft_base, const MemberDeltas& trained,
-                                 int64_t k, const NoiseConfig& noise);
 
 }  // namespace drafteu::distill

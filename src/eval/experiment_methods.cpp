@@ -5,13 +5,13 @@
 #include "distill/data.h"
 #include "distill/drafts.h"
 #include "eval/answers.h"
-#include "stats/metrics.h"
 #include "eval/testbed_models.h"
 #include "family/ensemble.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
 #include "family/peft.h"
 #include "model/generate_batch.h"
+#include "stats/metrics.h"
 #include "util/error.h"
 
 namespace drafteu::eval {
@@ -70,8 +70,8 @@ const LowRankFamily& MethodModels::trained_family(const std::string& name) {
     const auto dir = trained_.families.find(name);
     if (dir == trained_.families.end()) fail("experiment: no trained draft family '", name, "'");
     it = loaded_
-             .emplace(name, std::make_unique<LowRankFamily>(
-                                distill::load_draft_family(dir->second, draft_.model)))
+             .emplace(name,
+                      std::make_unique<LowRankFamily>(load_draft_family(dir->second, draft_.model)))
              .first;
   }
   return *it->second;
@@ -80,17 +80,16 @@ const LowRankFamily& MethodModels::trained_family(const std::string& name) {
 std::shared_ptr<Family> MethodModels::drafts(const std::string& method, uint64_t seed, int64_t k) {
   const auto noise = draft_noise(config_, seed);
   if (method == "untrained")
-    return std::make_shared<LowRankFamily>(distill::noisy_draft_family(draft_.model, {}, k, noise));
+    return std::make_shared<LowRankFamily>(noisy_draft_family(draft_.model, {}, k, noise));
   if (method == "gkd" || method == "minillm") {
     const auto& dir = method == "gkd" ? trained_.gkd_adapter : trained_.minillm_adapter;
     const auto trained = load_peft_adapter(dir, *draft_.model)->to_member();
-    return std::make_shared<LowRankFamily>(
-        distill::noisy_draft_family(draft_.model, trained, k, noise));
+    return std::make_shared<LowRankFamily>(noisy_draft_family(draft_.model, trained, k, noise));
   }
   if (method.rfind("only_", 0) == 0) {  // B.6: one draft of the trained pool + K noise draws
     const int64_t n = std::stoll(method.substr(5));
     return std::make_shared<LowRankFamily>(
-        distill::noisy_draft_family(draft_.model, trained_family("ddd").member(0), n, noise));
+        noisy_draft_family(draft_.model, trained_family("ddd").member(0), n, noise));
   }
   if (method.rfind("ddd_", 0) == 0) {  // "ddd_SxM": the pool's first S partitions
     const auto x = method.find('x');

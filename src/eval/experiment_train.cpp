@@ -181,7 +181,7 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
     base_key = {{"testbed", c.testbed.key()}};
   }
   const NoiseConfig noise = target_noise(c);
-  const json fam_key = {{"members", c.members}, {"noise", distill::to_json(noise)}};
+  const json fam_key = {{"members", c.members}, {"noise", to_json(noise)}};
 
   // Distillation data (B.1, B.2): p_mix learns from the members' answers, the drafts from the
   // target's.
@@ -260,7 +260,7 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
                       {"splits", s.splits},
                       {"per_split", s.per_split},
                       {"teacher", s.teacher},
-                      {"init_noise", distill::to_json(fam.init_noise)},
+                      {"init_noise", to_json(fam.init_noise)},
                       {"lora", distill::to_json(fam.lora)},
                       {"train", distill::to_json(draft_tc)}};
     t.families[s.name] =

@@ -1,6 +1,6 @@
 #include "serve/draft_setup.h"
 
-#include "distill/drafts.h"
+#include "family/draft_family.h"
 #include "family/ensemble.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
@@ -50,8 +50,7 @@ SpeculativeModels load_speculative_models(const DraftSpec& spec, const LoadedMod
     out.drafts = std::make_shared<Ensemble>(std::move(members));
     out.description = cat(spec.drafts.size(), " draft(s)");
   } else if (!spec.family_dir.empty()) {
-    auto family =
-        distill::load_draft_family(spec.family_dir, load_draft(spec.draft, target, options));
+    auto family = load_draft_family(spec.family_dir, load_draft(spec.draft, target, options));
     out.description = cat(family.size(), " trained drafts from ", spec.family_dir);
     out.drafts = std::make_shared<LowRankFamily>(std::move(family));
   } else if (spec.noise_members == 0) {

@@ -55,4 +55,18 @@ std::string dump_json(const nlohmann::json& j) {
   return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+void check_fields(const nlohmann::json& j, const std::string& source,
+                  std::initializer_list<const char*> known) {
+  if (!j.is_object()) fail(source, ": expected a JSON object");
+  for (const auto& [key, _] : j.items()) {
+    bool ok = false;
+    for (const char* k : known) ok = ok || key == k;
+    if (!ok) fail(source, ": unknown field '", key, "'");
+  }
+}
+
+void fail_field_type(const std::string& source, const char* key, const nlohmann::json& value) {
+  fail(source, ": field '", key, "' has the wrong type (", json_preview(value), ")");
+}
+
 }  // namespace drafteu

@@ -1,0 +1,122 @@
+#include "family/draft_family.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "family/peft.h"
+#include "util/error.h"
+#include "util/file.h"
+#include "util/json.h"
+
+namespace drafteu {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+nlohmann::json to_json(const NoiseConfig& c) {
+  nlohmann::json j = {{"kind", noise_kind_name(c.kind)},
+                      {"target_modules", c.target_modules},
+                      {"rank", c.rank},
+                      {"sigma", c.sigma},
+                      {"seed", c.seed},
+                      {"per_token", c.per_token},
+                      {"keep_unperturbed", c.keep_unperturbed}};
+  if (c.alpha) j["alpha"] = *c.alpha;
+  if (c.relative) j["relative"] = true;
+  return j;
+}
+
+NoiseConfig noise_config_from_json(const nlohmann::json& j, const std::string& source,
+                                   NoiseConfig c) {
+  check_fields(j, source,
+               {"kind", "target_modules", "rank", "sigma", "alpha", "seed", "per_token",
+                "keep_unperturbed", "relative"});
+  if (j.contains("kind")) {
+    std::string kind;
+    take(j, "kind", kind, source);
+    c.kind = parse_noise_kind(kind);
+  }
+  take(j, "target_modules", c.target_modules, source);
+  take(j, "rank", c.rank, source);
+  take(j, "sigma", c.sigma, source);
+  if (j.contains("alpha") && !j["alpha"].is_null()) {
+    double a = 0;
+    take(j, "alpha", a, source);
+    c.alpha = a;
+  }
+  take(j, "seed", c.seed, source);
+  take(j, "per_token", c.per_token, source);
+  take(j, "keep_unperturbed", c.keep_unperturbed, source);
+  take(j, "relative", c.relative, source);
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(source, ": ", e.what());
+  }
+  return c;
+}
+
+MemberDeltas combine_deltas(const MemberDeltas& a, const MemberDeltas& b) {
+  MemberDeltas out = a;
+  for (const auto& [name, t] : b) {
+    auto it = out.find(name);
+    if (it == out.end()) {
+      out[name] = t;
+      continue;
+    }
+    const LowRankTerm& u = it->second;
+    if (u.per_token() || t.per_token()) fail("combine_deltas: per-token terms cannot be combined");
+    LowRankTerm sum;
+    sum.a = torch::cat({u.a, t.a}, 0);
+    sum.b = torch::cat({u.b * u.scale, t.b * t.scale}, 1);
+    sum.scale = 1.0;
+    it->second = sum;
+  }
+  return out;
+}
+
+LowRankFamily load_draft_family(const fs::path& family_dir, LlamaForCausalLM draft_base) {
+  if (!fs::is_directory(family_dir)) fail(family_dir.string(), ": not a directory");
+  std::vector<std::pair<int64_t, fs::path>> found;
+  for (const auto& e : fs::directory_iterator(family_dir))
+    if (e.is_directory() && e.path().filename().string().rfind("draft-", 0) == 0 &&
+        fs::exists(e.path() / "draft.json"))
+      found.emplace_back(0, e.path());
+  if (found.empty()) fail(family_dir.string(), ": holds no draft-*/draft.json");
+  std::vector<json> descs;
+  for (auto& [index, dir] : found) {
+    descs.push_back(read_json_file(dir / "draft.json"));
+    index = descs.back().at("index").get<int64_t>();
+  }
+  std::vector<size_t> order(found.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t x, size_t y) { return found[x].first < found[y].first; });
+  std::vector<MemberDeltas> members;
+  for (auto i : order) {
+    const fs::path adapter_dir = found[i].second / "adapter";
+    if (!fs::exists(adapter_dir / "adapter_config.json"))
+      fail(found[i].second.string(), ": draft has no finished adapter/ (still training?)");
+    auto lora = load_peft_adapter(adapter_dir, *draft_base);
+    MemberDeltas m = lora->to_member();
+    const json& d = descs[i];
+    if (d.at("init_noise").get<bool>()) {
+      auto noise = noise_config_from_json(d.at("init_noise_config"),
+                                          (found[i].second / "draft.json").string());
+      m = combine_deltas(NoiseSampler(*draft_base, noise).member(found[i].first), m);
+    }
+    members.push_back(std::move(m));
+  }
+  return LowRankFamily(draft_base, std::move(members));
+}
+
+LowRankFamily noisy_draft_family(LlamaForCausalLM draft_base, const MemberDeltas& trained,
+                                 int64_t k, const NoiseConfig& noise) {
+  if (k < 1) fail("noisy draft family: K must be >= 1, got ", k);
+  NoiseSampler sampler(*draft_base, noise);
+  std::vector<MemberDeltas> members;
+  for (int64_t i = 0; i < k; ++i) members.push_back(combine_deltas(trained, sampler.member(i)));
+  return LowRankFamily(draft_base, std::move(members));
+}
+
+}  // namespace drafteu
