@@ -1008,8 +1008,7 @@ TEST(Cli, ServeSubprocessAnswersAndStopsOnSigterm) {
 // through Prometheus' own parser (promtool).
 namespace {
 
-// The drafts `drafteu score --draft M --draft-noise 3 --draft-sigma 0.05 --seed 0` builds (its
-// noise seed is --seed + 1).
+// The drafts `drafteu score --draft M --draft-noise 3 --draft-sigma 0.05 --draft-seed 1` builds.
 std::shared_ptr<Family> cli_score_drafts() {
   auto& st = stories();
   NoiseConfig cfg = NoiseConfig::target_family(1);
@@ -1043,11 +1042,11 @@ TEST(Score, AgreesWithCliScorePerToken) {
   }
   const std::string model = test::stories260k_gguf().string();
   // Same thread count as this process: the same float32 reductions.
-  auto cli = test::run_command(test::drafteu_bin() + " --threads " +
-                               std::to_string(torch::get_num_threads()) + " score --input " +
-                               (dir / "in.jsonl").string() + " --output " +
-                               (dir / "out.jsonl").string() + " --draft " + model +
-                               " --draft-noise 3 --draft-sigma 0.05 --seed 0 --reference " + model);
+  auto cli = test::run_command(
+      test::drafteu_bin() + " --threads " + std::to_string(torch::get_num_threads()) +
+      " score --input " + (dir / "in.jsonl").string() + " --output " +
+      (dir / "out.jsonl").string() + " --draft " + model +
+      " --draft-noise 3 --draft-sigma 0.05 --draft-seed 1 --reference " + model);
   ASSERT_EQ(cli.exit_code, 0) << cli.err;
   std::vector<std::vector<json>> expected(texts.size());
   {

@@ -34,15 +34,13 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"prompt": p, "response": c}) + "\n")
 EOF
 
-# The same draft members on both sides: `score` seeds its draft noise with --seed + 1, `serve`
-# with --draft-seed.
-drafts=(--draft "$MODEL" --draft-noise "$NOISE" --draft-sigma 0.05)
+drafts=(--draft "$MODEL" --draft-noise "$NOISE" --draft-sigma 0.05 --draft-seed 1)
 cli=$("$BIN" --threads "$THREADS" score --input "$work/in.jsonl" --output "$work/out.jsonl" \
-  "${drafts[@]}" --seed 0 --reference "$MODEL" 2>&1 |
+  "${drafts[@]}" --reference "$MODEL" 2>&1 |
   sed -n 's/^score: \([0-9]*\) tokens in \([0-9.]*\) s.*/\1 \2/p')
 [[ -n "$cli" ]] || { echo "score_bench.sh: drafteu score printed no timing" >&2; exit 1; }
 
-"$BIN" --threads "$THREADS" serve --model "$MODEL" --model-name bench "${drafts[@]}" --draft-seed 1 --port 0 \
+"$BIN" --threads "$THREADS" serve --model "$MODEL" --model-name bench "${drafts[@]}" --port 0 \
   --max-score-inputs "$BATCH" >"$work/serve.log" 2>&1 &
 pid=$!
 port=""

@@ -9,6 +9,7 @@
 namespace drafteu {
 struct LoadedModel;
 struct GenerateOptions;
+struct DraftSpec;
 }  // namespace drafteu
 
 namespace drafteu::cli {
@@ -27,7 +28,14 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions& global);
 void add_train_baseline_command(CLI::App& app, GlobalOptions& global);
 void add_serve_command(CLI::App& app, GlobalOptions& global);
 
-// Speculative decoding flags (--drafts, --gamma, ...) shared by generate and serve (serve.cpp).
+// Draft flags (--drafts, --draft, --draft-family, --draft-noise/-sigma/-rank/-seed) shared by
+// generate, score and serve, with DraftSpec's defaults (draft_flags.cpp); `drafts_csv` receives
+// --drafts, which take_draft_paths splits into `spec`.
+void add_draft_flags(CLI::App* cmd, DraftSpec& spec, std::string& drafts_csv);
+void take_draft_paths(DraftSpec& spec, const std::string& drafts_csv);
+
+// Speculative decoding flags (the draft flags, --gamma, ...) shared by generate and serve
+// (serve.cpp).
 struct SpeculativeFlags;
 std::shared_ptr<SpeculativeFlags> add_speculative_flags(CLI::App* cmd, bool serving);
 bool speculative_requested(const SpeculativeFlags& flags);

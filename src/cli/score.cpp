@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "distill/drafts.h"
+#include "family/draft_source.h"
 #include "family/ensemble.h"
 #include "family/lora.h"
 #include "family/low_rank_family.h"
@@ -32,24 +33,13 @@ struct ScoreFlags {
   int64_t family_size = 10, noise_rank = 8;
   double sigma = 0.1;
   uint64_t seed = 0;
-  std::string drafts, draft;
-  int64_t draft_noise = 0;
-  std::string draft_family;
-  double draft_sigma = 0.1;
+  DraftSpec drafts;  // the same flags and defaults as generate and serve
+  std::string drafts_csv;
   std::string reference, reference_adapter;
   int64_t chunk = 64;
 };
 
-std::vector<std::string> split_paths(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-// K noise members of one model: the target family (ground truth) or "K only" drafts.
+// K noise members of the target: the ground truth.
 std::shared_ptr<Family> noise_family(LlamaForCausalLM model, NoiseConfig config, int64_t k) {
   NoiseSampler sampler(*model, std::move(config));
   return std::make_shared<LowRankFamily>(model, sampler.members(k));
@@ -145,31 +135,22 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--noise-rank", f->noise_rank, "rank of each noise term")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--seed", f->seed, "seed of the target family's noise");
-  auto* drafts =
-      cmd->add_option("--drafts", f->drafts, "draft models, comma-separated (HF dirs or .gguf)");
-  auto* draft =
-      cmd->add_option("--draft", f->draft, "one draft model made a family by --draft-noise");
-  cmd->add_option("--draft-family", f->draft_family,
-                  "drafts trained by train-drafts (its --out DIR) on the base --draft");
-  cmd->add_option("--draft-noise", f->draft_noise, "K noise members of --draft (\"K only\")")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--draft-sigma", f->draft_sigma, "noise of --draft-noise members")
-      ->check(CLI::NonNegativeNumber);
+  add_draft_flags(cmd, f->drafts, f->drafts_csv);
   cmd->add_option("--reference", f->reference,
                   "reference model for the bias term (p_mix or target)");
   cmd->add_option("--reference-adapter", f->reference_adapter,
                   "PEFT LoRA adapter on --reference (p_mix)");
   cmd->add_option("--chunk", f->chunk, "response positions per forward")
       ->check(CLI::PositiveNumber);
-  drafts->excludes(draft);
   (void)target;
 
   cmd->callback([f] {
-    if (!f->draft.empty() && f->draft_noise == 0 && f->draft_family.empty())
+    DraftSpec& spec = f->drafts;
+    take_draft_paths(spec, f->drafts_csv);
+    // One draft alone has no spread: scoring asks for K members (serving allows one).
+    if (!spec.draft.empty() && spec.noise_members == 0 && spec.family_dir.empty())
       fail("--draft needs --draft-noise K or --draft-family DIR");
-    if (!f->draft_family.empty() && (f->draft.empty() || f->draft_noise > 0))
-      fail("--draft-family needs --draft (its base) and excludes --draft-noise");
-    if (f->draft.empty() && f->draft_noise > 0) fail("--draft-noise needs --draft PATH");
+    spec.validate();
     if (!f->reference_adapter.empty() && f->reference.empty())
       fail("--reference-adapter needs --reference");
     ScoringModels models;
@@ -190,25 +171,21 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
       nc.rank = f->noise_rank;
       models.target_family = noise_family(t.model, nc, f->family_size);
     }
-    if (!f->drafts.empty()) {
-      std::vector<LlamaForCausalLM> members;
-      for (const auto& p : split_paths(f->drafts)) {
-        LoadedModel d = load_model(p);
-        note(d);
-        members.push_back(d.model);
+    if (spec.enabled()) {
+      DraftModels d = load_drafts(spec, nullptr);
+      if (vocab != 0 && d.drafts->vocab_size() != vocab)
+        fail("the drafts' vocabulary (", d.drafts->vocab_size(), ") differs from --target's (",
+             vocab, ")");
+      vocab = d.drafts->vocab_size();
+      context = std::min(context, d.context);
+      if (!tok) {  // text records need one; id records do not
+        const std::string path = spec.draft.empty() ? spec.drafts.front() : spec.draft;
+        try {
+          tok = load_tokenizer(path);
+        } catch (const Error&) {
+        }
       }
-      models.drafts = std::make_shared<Ensemble>(std::move(members));
-    } else if (!f->draft.empty()) {
-      LoadedModel d = load_model(f->draft);
-      note(d);
-      if (!f->draft_family.empty()) {
-        models.drafts =
-            std::make_shared<LowRankFamily>(load_draft_family(f->draft_family, d.model));
-      } else {
-        NoiseConfig nc = NoiseConfig::target_family(f->seed + 1);
-        nc.sigma = f->draft_sigma;
-        models.drafts = noise_family(d.model, nc, f->draft_noise);
-      }
+      models.drafts = d.drafts;
     }
     if (!f->reference.empty()) {
       LoadedModel r = load_model(f->reference);

@@ -12,9 +12,9 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "family/draft_source.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
-#include "serve/draft_setup.h"
 #include "serve/server.h"
 #include "serve/speculative.h"
 #include "util/error.h"
@@ -23,7 +23,7 @@
 namespace drafteu::cli {
 
 struct SpeculativeFlags {
-  serve::DraftSpec spec;
+  DraftSpec spec;
   std::string drafts_csv;
   bool uncertainty = false;
   int64_t gamma = 4, gamma_min = 1, gamma_max = 8;
@@ -38,17 +38,9 @@ struct SpeculativeFlags {
 
 namespace {
 
-std::vector<std::string> split_csv(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string part; std::getline(ss, part, ',');)
-    if (!part.empty()) out.push_back(part);
-  return out;
-}
-
 // Finalises the flags and turns them into decoder options (sampling etc. are set by the caller).
 serve::SpeculativeOptions decoder_options(SpeculativeFlags& f) {
-  if (!f.drafts_csv.empty()) f.spec.drafts = split_csv(f.drafts_csv);
+  take_draft_paths(f.spec, f.drafts_csv);
   serve::SpeculativeOptions o;
   o.gamma.initial = f.gamma;
   o.gamma.min = std::min(f.gamma_min, f.gamma);
@@ -80,18 +72,7 @@ extern "C" void on_signal(int sig) {
 
 std::shared_ptr<SpeculativeFlags> add_speculative_flags(CLI::App* cmd, bool serving) {
   auto f = std::make_shared<SpeculativeFlags>();
-  cmd->add_option("--drafts", f->drafts_csv, "draft models PATH[,PATH...] (HF dirs or .gguf)");
-  cmd->add_option("--draft", f->spec.draft,
-                  "one draft model (with --draft-noise K: K noise members)");
-  cmd->add_option("--draft-family", f->spec.family_dir,
-                  "drafts trained by train-drafts (its --out DIR) on the base --draft");
-  cmd->add_option("--draft-noise", f->spec.noise_members, "K lora-noise members of --draft")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--draft-sigma", f->spec.sigma, "noise sigma of the members")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--draft-rank", f->spec.rank, "noise rank of the members")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--draft-seed", f->spec.seed, "noise seed of the members");
+  add_draft_flags(cmd, f->spec, f->drafts_csv);
   cmd->add_option("--reference-adapter", f->spec.reference_adapter,
                   "PEFT LoRA dir: reference p_ref = target + this adapter (p_mix)");
   cmd->add_option("--gamma", f->gamma, "draft tokens per round (initial)")
@@ -137,7 +118,7 @@ void run_speculative_generate(SpeculativeFlags& f, const LoadedModel& m,
   o.stop_ids = go.stop_ids;
   std::optional<serve::Calibration> cal;
   if (!f.calibration.empty()) cal = serve::Calibration::load(f.calibration);
-  auto models = serve::load_speculative_models(f.spec, m);
+  auto models = load_drafts(f.spec, &m);
   serve::SpeculativeDecoder dec(m.model, models.drafts, models.reference);
 
   StreamDecoder stream(*m.tokenizer);
@@ -238,7 +219,7 @@ void add_serve_command(CLI::App& app, GlobalOptions&) {
     if (!spec->calibration.empty()) cfg.calibration = serve::Calibration::load(spec->calibration);
     cfg.model_name =
         f->model_name.empty() ? std::filesystem::path(f->model).stem().string() : f->model_name;
-    auto models = serve::load_speculative_models(spec->spec, m);
+    auto models = load_drafts(spec->spec, &m);
     serve::SpeculativeDecoder dec(m.model, models.drafts, models.reference);
     serve::Server server(dec, m.tokenizer, cfg);
     std::signal(SIGINT, on_signal);

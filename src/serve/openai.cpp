@@ -9,12 +9,12 @@ namespace drafteu::serve {
 
 using json = nlohmann::json;
 
-namespace {
-
-[[noreturn]] void bad(const std::string& message, const std::string& param,
-                      const std::string& code = "invalid_value", int status = 400) {
+void bad_request(const std::string& message, const std::string& param, const std::string& code,
+                 int status) {
   throw ApiException(ApiError{status, message, "invalid_request_error", param, code});
 }
+
+namespace {
 
 const char* type_name(const json& v) {
   return v.type_name();
@@ -31,13 +31,14 @@ std::optional<int64_t> opt_int(const json& j, const char* key, int64_t lo, int64
   if (!v) return std::nullopt;
   if (!v->is_number_integer() &&
       !(v->is_number_float() && std::floor(v->get<double>()) == v->get<double>()))
-    bad(cat("'", key, "' must be an integer, got ", type_name(*v)), key, "invalid_type");
+    bad_request(cat("'", key, "' must be an integer, got ", type_name(*v)), key, "invalid_type");
   if (v->is_number_float() && std::abs(v->get<double>()) > 9e15)
-    bad(cat("'", key, "' is out of range"), key);
+    bad_request(cat("'", key, "' is out of range"), key);
   const auto x = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX) ? INT64_MAX
                  : v->is_number_float() ? static_cast<int64_t>(v->get<double>())
                                         : v->get<int64_t>();
-  if (x < lo || x > hi) bad(cat("'", key, "' must be between ", lo, " and ", hi, ", got ", x), key);
+  if (x < lo || x > hi)
+    bad_request(cat("'", key, "' must be between ", lo, " and ", hi, ", got ", x), key);
   return x;
 }
 
@@ -45,9 +46,9 @@ std::optional<double> opt_number(const json& j, const char* key, double lo, doub
   const json* v = field(j, key);
   if (!v) return std::nullopt;
   if (!v->is_number())
-    bad(cat("'", key, "' must be a number, got ", type_name(*v)), key, "invalid_type");
+    bad_request(cat("'", key, "' must be a number, got ", type_name(*v)), key, "invalid_type");
   const double x = v->get<double>();
-  if (!(x >= lo && x <= hi)) bad(cat("'", key, "' must be between ", lo, " and ", hi), key);
+  if (!(x >= lo && x <= hi)) bad_request(cat("'", key, "' must be between ", lo, " and ", hi), key);
   return x;
 }
 
@@ -55,7 +56,7 @@ std::optional<bool> opt_bool(const json& j, const char* key) {
   const json* v = field(j, key);
   if (!v) return std::nullopt;
   if (!v->is_boolean())
-    bad(cat("'", key, "' must be a boolean, got ", type_name(*v)), key, "invalid_type");
+    bad_request(cat("'", key, "' must be a boolean, got ", type_name(*v)), key, "invalid_type");
   return v->get<bool>();
 }
 
@@ -67,12 +68,13 @@ std::string message_content(const json& content, size_t i) {
     for (const auto& part : content) {
       if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
           !part["text"].is_string())
-        bad("only text content parts are supported", param, "invalid_type");
+        bad_request("only text content parts are supported", param, "invalid_type");
       out += part["text"].get<std::string>();
     }
     return out;
   }
-  bad(cat("'", param, "' must be a string or an array of text parts"), param, "invalid_type");
+  bad_request(cat("'", param, "' must be a string or an array of text parts"), param,
+              "invalid_type");
 }
 
 std::vector<int> byte_list(const std::string& s) {
@@ -112,53 +114,57 @@ json parse_json_body(const std::string& body) {
     // Nesting is bounded while parsing: deep documents would cost memory, then stack in dump().
     return json::parse(body, [](int depth, json::parse_event_t, json&) {
       if (depth > kMaxJsonDepth)
-        bad(cat("the JSON body nests deeper than ", kMaxJsonDepth, " levels"), "", "invalid_json");
+        bad_request(cat("the JSON body nests deeper than ", kMaxJsonDepth, " levels"), "",
+                    "invalid_json");
       return true;
     });
   } catch (const json::exception& e) {
-    bad(cat("We could not parse the JSON body of your request: ", e.what()), "", "invalid_json");
+    bad_request(cat("We could not parse the JSON body of your request: ", e.what()), "",
+                "invalid_json");
   }
 }
 
 CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
                                 const std::vector<std::string>& models, const ApiLimits& limits) {
   json j = parse_json_body(body);
-  if (!j.is_object()) bad("the request body must be a JSON object", "", "invalid_type");
+  if (!j.is_object()) bad_request("the request body must be a JSON object", "", "invalid_type");
   CompletionRequest r;
   r.endpoint = endpoint;
 
   const json* model = field(j, "model");
-  if (!model) bad("you must provide a model parameter", "model", "missing_required_parameter");
-  if (!model->is_string()) bad("'model' must be a string", "model", "invalid_type");
+  if (!model)
+    bad_request("you must provide a model parameter", "model", "missing_required_parameter");
+  if (!model->is_string()) bad_request("'model' must be a string", "model", "invalid_type");
   r.model = model->get<std::string>();
   if (std::find(models.begin(), models.end(), r.model) == models.end())
-    bad(cat("The model '", r.model, "' does not exist"), "model", "model_not_found", 404);
+    bad_request(cat("The model '", r.model, "' does not exist"), "model", "model_not_found", 404);
 
   if (endpoint == Endpoint::Completions) {
     const json* p = field(j, "prompt");
-    if (!p) bad("you must provide a prompt", "prompt", "missing_required_parameter");
+    if (!p) bad_request("you must provide a prompt", "prompt", "missing_required_parameter");
     if (p->is_array() && p->size() == 1 && (*p)[0].is_string())
       r.prompt = (*p)[0].get<std::string>();
     else if (p->is_string())
       r.prompt = p->get<std::string>();
     else
-      bad("'prompt' must be a string (or a list of one string)", "prompt", "invalid_type");
+      bad_request("'prompt' must be a string (or a list of one string)", "prompt", "invalid_type");
   } else {
     const json* m = field(j, "messages");
-    if (!m) bad("you must provide messages", "messages", "missing_required_parameter");
+    if (!m) bad_request("you must provide messages", "messages", "missing_required_parameter");
     if (!m->is_array() || m->empty())
-      bad("'messages' must be a non-empty array", "messages", "invalid_type");
+      bad_request("'messages' must be a non-empty array", "messages", "invalid_type");
     for (size_t i = 0; i < m->size(); ++i) {
       const auto& msg = (*m)[i];
       const std::string param = cat("messages[", i, "]");
       if (!msg.is_object() || !msg.contains("role") || !msg["role"].is_string())
-        bad(cat("'", param, "' must be an object with a string 'role'"), param, "invalid_type");
+        bad_request(cat("'", param, "' must be an object with a string 'role'"), param,
+                    "invalid_type");
       const auto role = msg["role"].get<std::string>();
       if (role != "system" && role != "user" && role != "assistant" && role != "developer")
-        bad(cat("'", param, ".role' must be system, user or assistant"), param + ".role");
+        bad_request(cat("'", param, ".role' must be system, user or assistant"), param + ".role");
       if (!msg.contains("content"))
-        bad(cat("'", param, ".content' is missing"), param + ".content",
-            "missing_required_parameter");
+        bad_request(cat("'", param, ".content' is missing"), param + ".content",
+                    "missing_required_parameter");
       r.messages.push_back(
           {role == "developer" ? "system" : role, message_content(msg["content"], i)});
     }
@@ -169,16 +175,16 @@ CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
     max_tokens = opt_int(j, "max_completion_tokens", 1, INT64_MAX);
   r.max_tokens = max_tokens.value_or(limits.default_max_tokens);
   if (r.max_tokens > limits.max_tokens_limit)
-    bad(cat("max_tokens is ", r.max_tokens, ", above this server's limit of ",
-            limits.max_tokens_limit),
-        "max_tokens", "max_tokens_exceeded");
+    bad_request(cat("max_tokens is ", r.max_tokens, ", above this server's limit of ",
+                    limits.max_tokens_limit),
+                "max_tokens", "max_tokens_exceeded");
   r.sampling.temperature = opt_number(j, "temperature", 0.0, 2.0).value_or(1.0);
   r.sampling.top_p = opt_number(j, "top_p", 0.0, 1.0).value_or(1.0);
-  if (r.sampling.top_p <= 0) bad("'top_p' must be > 0", "top_p");
+  if (r.sampling.top_p <= 0) bad_request("'top_p' must be > 0", "top_p");
   r.sampling.top_k = opt_int(j, "top_k", 0, INT64_MAX).value_or(0);
   if (auto s = opt_int(j, "seed", INT64_MIN, INT64_MAX)) r.seed = static_cast<uint64_t>(*s);
   if (auto n = opt_int(j, "n", 1, INT64_MAX); n && *n != 1)
-    bad("only n = 1 is supported", "n", "unsupported_value");
+    bad_request("only n = 1 is supported", "n", "unsupported_value");
   r.stream = opt_bool(j, "stream").value_or(false);
   r.speculative_detailed = opt_bool(j, "speculative_detailed").value_or(false);
 
@@ -188,13 +194,13 @@ CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
     else if (s->is_array() && s->size() <= 4) {
       for (const auto& x : *s) {
         if (!x.is_string())
-          bad("'stop' must be a string or a list of strings", "stop", "invalid_type");
+          bad_request("'stop' must be a string or a list of strings", "stop", "invalid_type");
         r.stop.push_back(x.get<std::string>());
       }
     } else
-      bad("'stop' must be a string or a list of at most 4 strings", "stop", "invalid_type");
+      bad_request("'stop' must be a string or a list of at most 4 strings", "stop", "invalid_type");
     for (const auto& x : r.stop)
-      if (x.empty()) bad("stop strings must not be empty", "stop");
+      if (x.empty()) bad_request("stop strings must not be empty", "stop");
   }
 
   if (endpoint == Endpoint::Completions) {
@@ -202,7 +208,7 @@ CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
   } else {
     r.logprobs = opt_bool(j, "logprobs").value_or(false);
     if (auto top = opt_int(j, "top_logprobs", 0, 20)) {
-      if (!r.logprobs) bad("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+      if (!r.logprobs) bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs");
       r.top_logprobs = *top;
     }
   }
@@ -221,7 +227,8 @@ std::vector<int64_t> prompt_token_ids(const CompletionRequest& r, const Tokenize
     ids = tok.encode(text + "assistant:", tok.bos_id().has_value(), false);
   }
   if (ids.empty() && tok.bos_id()) ids.push_back(*tok.bos_id());
-  if (ids.empty()) bad("the prompt is empty", r.endpoint == Endpoint::Chat ? "messages" : "prompt");
+  if (ids.empty())
+    bad_request("the prompt is empty", r.endpoint == Endpoint::Chat ? "messages" : "prompt");
   return {ids.begin(), ids.end()};
 }
 

@@ -40,6 +40,10 @@ class ApiException : public std::exception {
   ApiError error;
 };
 
+// Throws the 400 (or `status`) invalid_request_error every parser reports.
+[[noreturn]] void bad_request(const std::string& message, const std::string& param,
+                              const std::string& code = "invalid_value", int status = 400);
+
 struct ApiLimits {
   int64_t max_prompt_tokens = 2048;
   int64_t max_tokens_limit = 512;  // largest max_tokens accepted

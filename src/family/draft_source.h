@@ -1,5 +1,6 @@
-// Loading what speculative decoding needs beside the target, from command-line style settings:
-// the drafts (distinct models, or K noise members of one draft) and the optional p_mix adapter.
+// The one way to load drafts beside a target (generate, score and serve all use it, with the same
+// defaults): distinct draft models, K noise members of one draft, or the drafts `train-drafts`
+// wrote on a draft base; and the optional p_mix adapter on the target.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -11,7 +12,7 @@
 #include "family/low_rank.h"
 #include "model/checkpoint.h"
 
-namespace drafteu::serve {
+namespace drafteu {
 
 struct DraftSpec {
   std::vector<std::string> drafts;  // HF directories or .gguf files: an Ensemble
@@ -27,14 +28,16 @@ struct DraftSpec {
   void validate() const;  // throws drafteu::Error naming the flag
 };
 
-struct SpeculativeModels {
+struct DraftModels {
   std::shared_ptr<Family> drafts;
   std::optional<MemberDeltas> reference;
   std::string description;  // "3 drafts (noise of x.gguf, sigma 0.05)"
+  int64_t context = 0;      // the shortest max_position_embeddings of the draft models
 };
 
-// The drafts must share the target's vocabulary; they are loaded with `options`.
-SpeculativeModels load_speculative_models(const DraftSpec& spec, const LoadedModel& target,
-                                          const LoadOptions& options = {});
+// The drafts must share the target's vocabulary; they are loaded with `options`. Without a
+// target (nullptr) nothing is checked against it and `reference_adapter` must be empty.
+DraftModels load_drafts(const DraftSpec& spec, const LoadedModel* target,
+                        const LoadOptions& options = {});
 
-}  // namespace drafteu::serve
+}  // namespace drafteu

@@ -1,4 +1,6 @@
-#include "serve/draft_setup.h"
+#include "family/draft_source.h"
+
+#include <algorithm>
 
 #include "family/draft_family.h"
 #include "family/ensemble.h"
@@ -7,7 +9,7 @@
 #include "family/peft.h"
 #include "util/error.h"
 
-namespace drafteu::serve {
+namespace drafteu {
 
 void DraftSpec::validate() const {
   if (!drafts.empty() && !draft.empty()) fail("--drafts and --draft exclude each other");
@@ -25,40 +27,45 @@ void DraftSpec::validate() const {
 
 namespace {
 
-LlamaForCausalLM load_draft(const std::string& path, const LoadedModel& target,
+LlamaForCausalLM load_draft(const std::string& path, const LoadedModel* target,
                             const LoadOptions& options) {
   LoadOptions lo = options;
   lo.tokenizer.reset();
   auto m = load_model(path, lo).model;
   m->eval();
-  if (m->config().vocab_size != target.config().vocab_size)
+  if (target && m->config().vocab_size != target->config().vocab_size)
     fail(path, ": draft vocabulary (", m->config().vocab_size, ") differs from the target's (",
-         target.config().vocab_size, ")");
+         target->config().vocab_size, ")");
   return m;
 }
 
 }  // namespace
 
-SpeculativeModels load_speculative_models(const DraftSpec& spec, const LoadedModel& target,
-                                          const LoadOptions& options) {
+DraftModels load_drafts(const DraftSpec& spec, const LoadedModel* target,
+                        const LoadOptions& options) {
   spec.validate();
-  if (!spec.enabled()) fail("speculative decoding needs --drafts or --draft");
-  SpeculativeModels out;
+  if (!spec.enabled()) fail("drafts needed: --drafts or --draft");
+  DraftModels out;
+  auto loaded = [&](const std::string& path, const LoadedModel* t, const LoadOptions& o) {
+    auto m = load_draft(path, t, o);
+    const int64_t ctx = m->config().max_position_embeddings;
+    out.context = out.context == 0 ? ctx : std::min(out.context, ctx);
+    return m;
+  };
   if (!spec.drafts.empty()) {
     std::vector<LlamaForCausalLM> members;
-    for (const auto& p : spec.drafts) members.push_back(load_draft(p, target, options));
+    for (const auto& p : spec.drafts) members.push_back(loaded(p, target, options));
     out.drafts = std::make_shared<Ensemble>(std::move(members));
     out.description = cat(spec.drafts.size(), " draft(s)");
   } else if (!spec.family_dir.empty()) {
-    auto family = load_draft_family(spec.family_dir, load_draft(spec.draft, target, options));
+    auto family = load_draft_family(spec.family_dir, loaded(spec.draft, target, options));
     out.description = cat(family.size(), " trained drafts from ", spec.family_dir);
     out.drafts = std::make_shared<LowRankFamily>(std::move(family));
   } else if (spec.noise_members == 0) {
-    out.drafts =
-        std::make_shared<Ensemble>(Ensemble::of_one(load_draft(spec.draft, target, options)));
+    out.drafts = std::make_shared<Ensemble>(Ensemble::of_one(loaded(spec.draft, target, options)));
     out.description = "1 draft";
   } else {
-    auto base = load_draft(spec.draft, target, options);
+    auto base = loaded(spec.draft, target, options);
     NoiseConfig cfg = NoiseConfig::target_family(spec.seed);
     cfg.sigma = spec.sigma;
     cfg.rank = spec.rank;
@@ -68,11 +75,12 @@ SpeculativeModels load_speculative_models(const DraftSpec& spec, const LoadedMod
                           ", rank ", spec.rank, ", seed ", spec.seed, ")");
   }
   if (!spec.reference_adapter.empty()) {
-    auto adapter = load_peft_adapter(spec.reference_adapter, *target.model.ptr());
+    if (!target) fail("--reference-adapter needs a target to apply it to");
+    auto adapter = load_peft_adapter(spec.reference_adapter, *target->model.ptr());
     out.reference = adapter->to_member();
     out.description += ", reference = target + " + spec.reference_adapter;
   }
   return out;
 }
 
-}  // namespace drafteu::serve
+}  // namespace drafteu
