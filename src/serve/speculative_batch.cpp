@@ -10,8 +10,7 @@
 
 namespace drafteu::serve {
 
-namespace {
-
+// Seconds between laps (named, not in the anonymous namespace: RoundClock holds two).
 class Stopwatch {
  public:
   double lap() {
@@ -24,6 +23,8 @@ class Stopwatch {
  private:
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
+
+namespace {
 
 torch::Tensor log_probs(const torch::Tensor& logits) {
   return torch::log_softmax(logits.to(torch::kFloat32), -1);
@@ -296,18 +297,24 @@ void SpeculativeBatch::drop_finished(std::vector<Finished>& done, torch::Tensor*
   draft_cache_.select_rows(idx);
 }
 
-std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
-  torch::NoGradGuard no_grad;
-  std::vector<Finished> done;
-  admit();
-  if (rows_.empty()) return done;
-  Stopwatch total, sw;
-  auto charge = [&](double SpecStats::*field, double seconds) {
-    for (auto& r : rows_) r.stats.*field += seconds;
-  };
+// Charges the time since its last lap to every row's stats: draft, target or total.
+struct SpeculativeBatch::RoundClock {
+  Stopwatch total, phase;
+  void charge(std::vector<Row>& rows, double SpecStats::*field) {
+    const double s = phase.lap();
+    for (auto& r : rows) r.stats.*field += s;
+  }
+  void charge_total(std::vector<Row>& rows) {
+    const double s = total.lap();
+    for (auto& r : rows) r.stats.total_s += s;
+  }
+};
 
-  // 1. The drafts take what they have not seen: the last token, or (after a fully accepted
-  //    round) the last proposal and the bonus token, whose record the first output completes.
+// 1. The drafts take what they have not seen: the last token, or (after a fully accepted round)
+//    the last proposal and the bonus token, whose record the first output completes. Returns each
+//    remaining row's draft distributions at its next position [K, B, V]; undefined when no row
+//    remains.
+torch::Tensor SpeculativeBatch::feed_drafts(std::vector<Finished>& done, RoundClock& clock) {
   std::vector<std::vector<int64_t>> feeds;
   int64_t width = 1;
   for (auto& r : rows_) {
@@ -316,33 +323,34 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
     r.draft_fed = static_cast<int64_t>(r.seq.size());
   }
   auto first = draft_step(feeds, width == 1);  // [K, B, width or 1, V]
-  charge(&SpecStats::draft_s, sw.lap());
-  {
-    std::vector<Emission> bonus;
-    for (size_t i = 0; i < rows_.size(); ++i) {
-      auto& r = rows_[i];
-      if (!r.pending) continue;
-      auto [tok, at] = std::move(*r.pending);
-      r.pending.reset();
-      bonus.push_back({&r,
-                       {std::move(tok)},
-                       first.select(1, static_cast<int64_t>(i)).narrow(1, width - 2, 1),
-                       {at}});
-    }
-    if (!bonus.empty()) {
-      emit(bonus);
-      charge(&SpecStats::total_s, total.lap());
-      torch::Tensor kept;
-      drop_finished(done, &kept);
-      if (rows_.empty()) return done;
-      if (kept.defined()) first = first.index_select(1, kept.to(first.device()));
-    }
-    sw.lap();  // the records' time is charged by emit()
+  clock.charge(rows_, &SpecStats::draft_s);
+  std::vector<Emission> bonus;
+  for (size_t i = 0; i < rows_.size(); ++i) {
+    auto& r = rows_[i];
+    if (!r.pending) continue;
+    auto [tok, at] = std::move(*r.pending);
+    r.pending.reset();
+    bonus.push_back({&r,
+                     {std::move(tok)},
+                     first.select(1, static_cast<int64_t>(i)).narrow(1, width - 2, 1),
+                     {at}});
   }
-  const auto b = static_cast<int64_t>(rows_.size());
-  auto cur = first.select(2, first.size(2) - 1);  // [K, B, V]: each row's next position
+  if (!bonus.empty()) {
+    emit(bonus);
+    clock.charge_total(rows_);
+    torch::Tensor kept;
+    drop_finished(done, &kept);
+    if (rows_.empty()) return {};
+    if (kept.defined()) first = first.index_select(1, kept.to(first.device()));
+  }
+  clock.phase.lap();  // the records' time is charged by emit()
+  return first.select(2, first.size(2) - 1);
+}
 
-  // 2. Proposals: row r draws g_r of them; draft step i + 1 feeds proposal i where it is needed.
+// 2. Proposals: row r draws g_r of them from `next` [K, B, V]; draft step i + 1 feeds proposal i
+//    where it is needed. Returns G, the round's largest g_r.
+int64_t SpeculativeBatch::propose(torch::Tensor next) {
+  const auto b = static_cast<int64_t>(rows_.size());
   int64_t big_g = 1;
   for (auto& r : rows_) {
     r.g = std::max<int64_t>(1, std::min(r.gamma.gamma(), r.remaining()));
@@ -354,17 +362,32 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
     for (int64_t j = 0; j < b; ++j) {
       auto& r = rows_[static_cast<size_t>(j)];
       if (i >= r.g) continue;
-      auto d = cur.select(1, j);  // [K, V]
+      auto d = next.select(1, j);  // [K, V]
       r.dists.push_back(d);
       r.q.push_back(proposal_logp(r, d));
       r.proposals.push_back(draw_proposal(r.q.back(), r.opt.sampling.greedy(), r.sampler));
       if (i + 1 < r.g) step_feeds[static_cast<size_t>(j)] = {r.proposals.back()};
     }
-    if (i + 1 < big_g) cur = draft_step(step_feeds, true).select(2, 0);
+    if (i + 1 < big_g) next = draft_step(step_feeds, true).select(2, 0);
   }
-  charge(&SpecStats::draft_s, sw.lap());
+  return big_g;
+}
 
-  // 3. One target forward verifies every row's proposals (outputs at positions len .. len + g).
+// Each cache keeps row `j`'s accepted text; the token the target chose is not fed yet.
+void SpeculativeBatch::roll_back(int64_t j, int64_t n, int64_t big_g, int64_t target_end,
+                                 int64_t draft_end) {
+  auto& r = rows_[static_cast<size_t>(j)];
+  const auto len = static_cast<int64_t>(r.seq.size());
+  target_cache_.mask_positions(j, target_end - big_g + n, target_end);
+  const int64_t draft_kept = std::min(n, r.g - 1);  // proposals the drafts saw and may keep
+  draft_cache_.mask_positions(j, draft_end - (big_g - 1) + draft_kept, draft_end);
+  r.draft_fed = len + draft_kept;
+}
+
+// 3. One target forward verifies every row's proposals (outputs at positions len .. len + g);
+//    each row keeps its accepted prefix and the target's token. Returns the tokens to record.
+std::vector<SpeculativeBatch::Emission> SpeculativeBatch::verify(int64_t big_g) {
+  const auto b = static_cast<int64_t>(rows_.size());
   std::vector<std::vector<int64_t>> verify_feeds;
   for (auto& r : rows_) {
     verify_feeds.push_back({r.seq.back()});
@@ -386,13 +409,7 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
     r.stats.round_gamma.push_back(r.g);
     r.stats.round_accepted.push_back(n);
     r.gamma.update(r.g, n);
-
-    // Roll back: each cache keeps this row's accepted text; the new token is not fed yet.
-    const auto len = static_cast<int64_t>(r.seq.size());
-    target_cache_.mask_positions(j, target_end - big_g + n, target_end);
-    const int64_t draft_kept = std::min(n, r.g - 1);  // proposals the drafts saw and may keep
-    draft_cache_.mask_positions(j, draft_end - (big_g - 1) + draft_kept, draft_end);
-    r.draft_fed = len + draft_kept;
+    roll_back(j, n, big_g, target_end, draft_end);
     r.seq.insert(r.seq.end(), r.proposals.begin(), r.proposals.begin() + n);
     r.seq.push_back(verdict.token);
 
@@ -416,10 +433,23 @@ std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
   }
   target_cache_.compact();
   draft_cache_.compact();
-  charge(&SpecStats::target_s, sw.lap());
+  return emissions;
+}
 
+std::vector<SpeculativeBatch::Finished> SpeculativeBatch::step() {
+  torch::NoGradGuard no_grad;
+  std::vector<Finished> done;
+  admit();
+  if (rows_.empty()) return done;
+  RoundClock clock;
+  const auto next = feed_drafts(done, clock);
+  if (!next.defined()) return done;
+  const int64_t big_g = propose(next);
+  clock.charge(rows_, &SpecStats::draft_s);
+  auto emissions = verify(big_g);
+  clock.charge(rows_, &SpecStats::target_s);
   emit(emissions);
-  charge(&SpecStats::total_s, total.lap());
+  clock.charge_total(rows_);
   drop_finished(done, nullptr);
   return done;
 }

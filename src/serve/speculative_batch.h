@@ -72,6 +72,13 @@ class SpeculativeBatch {
   void emit(std::vector<Emission>& emissions);
   void emit_one(Row& row, SpecToken tok);
   void drop_finished(std::vector<Finished>& done, torch::Tensor* kept);
+  // One round of step(), in its three phases (a RoundClock charges each row's time split).
+  struct RoundClock;
+  torch::Tensor feed_drafts(std::vector<Finished>& done, RoundClock& clock);
+  int64_t propose(torch::Tensor next);
+  std::vector<Emission> verify(int64_t big_g);
+  void roll_back(int64_t row, int64_t accepted, int64_t big_g, int64_t target_end,
+                 int64_t draft_end);
 
   SpeculativeDecoder& dec_;
   std::vector<Row> rows_, joining_;
