@@ -23,6 +23,10 @@ std::string sse(const json& j) {
   return "data: " + dump_json(j) + "\n\n";
 }
 
+ApiError invalid_api_key() {
+  return {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"};
+}
+
 void reply(httplib::Response& res, const ApiError& e) {
   res.status = e.status;
   res.set_content(dump_json(e.body()), "application/json");
@@ -106,7 +110,7 @@ bool Server::authorized(const std::string& header) const {
   return constant_time_equal(header, "Bearer " + config_.api_key);
 }
 
-void Server::routes() {
+void Server::configure_http() {
   auto& s = *http_;
   s.set_payload_max_length(config_.max_body_bytes);
   // One request per connection: after a body cut at the limit, or a request that failed to parse,
@@ -129,23 +133,22 @@ void Server::routes() {
   s.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
     reply(res, {500, "internal error", "server_error", "", ""});
   });
+}
 
+void Server::routes() {
+  configure_http();
+  auto& s = *http_;
   s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(dump_json({{"status", "ok"}}), "application/json");
     metrics_.count_request("/health", 200);
   });
   s.Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req.get_header_value("Authorization"))) {
-      reply(res,
-            {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
-      return;
-    }
+    if (!authorized(req.get_header_value("Authorization"))) return reply(res, invalid_api_key());
     res.set_content(metrics_.prometheus(), "text/plain; version=0.0.4");
   });
   s.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
     if (!authorized(req.get_header_value("Authorization"))) {
-      reply(res,
-            {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
+      reply(res, invalid_api_key());
       metrics_.count_request("/v1/models", 401);
       return;
     }
@@ -155,67 +158,95 @@ void Server::routes() {
                     "application/json");
     metrics_.count_request("/v1/models", 200);
   });
+  for (auto [endpoint, route] : {std::pair{Endpoint::Completions, "/v1/completions"},
+                                 std::pair{Endpoint::Chat, "/v1/chat/completions"}})
+    s.Post(route, [this, endpoint, route](const httplib::Request& req, httplib::Response& res,
+                                          const httplib::ContentReader& reader) {
+      post_completion(endpoint, route, req, res, reader);
+    });
+  s.Post("/v1/score",
+         [this](const httplib::Request& req, httplib::Response& res,
+                const httplib::ContentReader& reader) { post_score(req, res, reader); });
+}
 
-  auto completion = [this](Endpoint ep, std::string route) {
-    return [this, ep, route](const httplib::Request& req, httplib::Response& res,
-                             const httplib::ContentReader& reader) {
-      auto error = [&](const ApiError& e) {
-        reply(res, e);
-        metrics_.count_request(route, e.status);
-      };
-      std::string body;
-      if (auto e = read_body(req, reader, body)) return error(*e);
-      if (!authorized(req.get_header_value("Authorization")))
-        return error(
-            {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
-      auto job = std::make_shared<Job>();
-      try {
-        job->req = parse_request(ep, body, {config_.model_name}, config_.limits);
-        job->prompt = prompt_token_ids(job->req, *tok_);
-      } catch (const ApiException& e) {
-        return error(e.error);
-      } catch (const std::exception& e) {  // the tokenizer's own complaints
-        return error({400, e.what(), "invalid_request_error", "", ""});
-      }
-      const auto n = static_cast<int64_t>(job->prompt.size());
-      if (n > config_.limits.max_prompt_tokens)
-        return error({400,
-                      cat("the prompt is ", n, " tokens, above this server's limit of ",
-                          config_.limits.max_prompt_tokens),
-                      "invalid_request_error", ep == Endpoint::Chat ? "messages" : "prompt",
-                      "context_length_exceeded"});
-      const int64_t context = decoder_.target().config().max_position_embeddings;
-      if (n + job->req.max_tokens > context)
-        return error(
-            {400,
-             cat("This model's maximum context length is ", context,
-                 " tokens. However, you requested ", n + job->req.max_tokens, " tokens (", n,
-                 " in the ", ep == Endpoint::Chat ? "messages" : "prompt", ", ",
-                 job->req.max_tokens, " in the completion). Please reduce the length of the ",
-                 ep == Endpoint::Chat ? "messages" : "prompt", " or completion."),
-             "invalid_request_error", "max_tokens", "context_length_exceeded"});
-      job->created = std::chrono::duration_cast<std::chrono::seconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
-      {
-        std::lock_guard lock(mu_);
-        if (stopping_)
-          return error({503, "the server is shutting down", "server_error", "", "shutting_down"});
-        if (static_cast<int64_t>(queue_.size()) >= config_.max_queue)
-          return error(
-              {429, "too many requests queued; retry later", "rate_limit_error", "", "queue_full"});
-        job->number = next_id_++;
-        job->id = (ep == Endpoint::Chat ? "chatcmpl-" : "cmpl-") + std::to_string(job->number);
-        queue_.push_back(job);
-        metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
-      }
-      cv_.notify_one();
+std::optional<ApiError> Server::read_authorized(const httplib::Request& req,
+                                                const httplib::ContentReader& reader,
+                                                std::string& body) const {
+  if (auto e = read_body(req, reader, body)) return e;
+  if (!authorized(req.get_header_value("Authorization"))) return invalid_api_key();
+  return std::nullopt;
+}
 
-      if (!job->req.stream) return respond(job, res, route);
-      metrics_.count_request(route, 200);
-      res.set_header("Cache-Control", "no-cache");
-      res.set_chunked_content_provider("text/event-stream", [this, job](size_t,
-                                                                        httplib::DataSink& sink) {
+std::optional<ApiError> Server::check_lengths(Endpoint ep, const Job& job) const {
+  const char* prompt = ep == Endpoint::Chat ? "messages" : "prompt";
+  const auto n = static_cast<int64_t>(job.prompt.size());
+  if (n > config_.limits.max_prompt_tokens)
+    return ApiError{400,
+                    cat("the prompt is ", n, " tokens, above this server's limit of ",
+                        config_.limits.max_prompt_tokens),
+                    "invalid_request_error", prompt, "context_length_exceeded"};
+  const int64_t context = decoder_.target().config().max_position_embeddings;
+  if (n + job.req.max_tokens > context)
+    return ApiError{
+        400,
+        cat("This model's maximum context length is ", context, " tokens. However, you requested ",
+            n + job.req.max_tokens, " tokens (", n, " in the ", prompt, ", ", job.req.max_tokens,
+            " in the completion). Please reduce the length of the ", prompt, " or completion."),
+        "invalid_request_error", "max_tokens", "context_length_exceeded"};
+  return std::nullopt;
+}
+
+std::optional<ApiError> Server::enqueue(const std::shared_ptr<Job>& job) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_)
+      return ApiError{503, "the server is shutting down", "server_error", "", "shutting_down"};
+    if (static_cast<int64_t>(queue_.size()) >= config_.max_queue)
+      return ApiError{429, "too many requests queued; retry later", "rate_limit_error", "",
+                      "queue_full"};
+    job->number = next_id_++;
+    if (!job->score)
+      job->id = (job->req.endpoint == Endpoint::Chat ? "chatcmpl-" : "cmpl-") +
+                std::to_string(job->number);
+    queue_.push_back(job);
+    metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
+  }
+  cv_.notify_one();
+  return std::nullopt;
+}
+
+void Server::post_completion(Endpoint ep, const std::string& route, const httplib::Request& req,
+                             httplib::Response& res, const httplib::ContentReader& reader) {
+  auto error = [&](const ApiError& e) {
+    reply(res, e);
+    metrics_.count_request(route, e.status);
+  };
+  std::string body;
+  if (auto e = read_authorized(req, reader, body)) return error(*e);
+  auto job = std::make_shared<Job>();
+  try {
+    job->req = parse_request(ep, body, {config_.model_name}, config_.limits);
+    job->prompt = prompt_token_ids(job->req, *tok_);
+  } catch (const ApiException& e) {
+    return error(e.error);
+  } catch (const std::exception& e) {  // the tokenizer's own complaints
+    return error({400, e.what(), "invalid_request_error", "", ""});
+  }
+  if (auto e = check_lengths(ep, *job)) return error(*e);
+  job->created = std::chrono::duration_cast<std::chrono::seconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count();
+  if (auto e = enqueue(job)) return error(*e);
+  if (!job->req.stream) return respond(job, res, route);
+  metrics_.count_request(route, 200);
+  stream_events(job, res);
+}
+
+// Server-sent events as the worker produces them; a client gone mid-stream cancels the job.
+void Server::stream_events(const std::shared_ptr<Job>& job, httplib::Response& res) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream", [this, job](size_t, httplib::DataSink& sink) {
         std::unique_lock lock(job->mu);
         job->cv.wait(lock, [&] { return !job->events.empty() || job->done; });
         while (!job->events.empty()) {
@@ -234,45 +265,28 @@ void Server::routes() {
         }
         return true;
       });
-    };
+}
+
+void Server::post_score(const httplib::Request& req, httplib::Response& res,
+                        const httplib::ContentReader& reader) {
+  const std::string route = "/v1/score";
+  auto error = [&](const ApiError& e) {
+    reply(res, e);
+    metrics_.count_request(route, e.status);
   };
-  s.Post("/v1/score", [this](const httplib::Request& req, httplib::Response& res,
-                             const httplib::ContentReader& reader) {
-    const std::string route = "/v1/score";
-    auto error = [&](const ApiError& e) {
-      reply(res, e);
-      metrics_.count_request(route, e.status);
-    };
-    std::string body;
-    if (auto e = read_body(req, reader, body)) return error(*e);
-    if (!authorized(req.get_header_value("Authorization")))
-      return error(
-          {401, "Incorrect API key provided", "invalid_request_error", "", "invalid_api_key"});
-    auto job = std::make_shared<Job>();
-    job->score = true;
-    try {
-      job->score_req =
-          parse_score_request(body, {config_.model_name}, config_.limits, config_.score_limits,
-                              decoder_.target().config().max_position_embeddings, *tok_);
-    } catch (const ApiException& e) {
-      return error(e.error);
-    }
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_)
-        return error({503, "the server is shutting down", "server_error", "", "shutting_down"});
-      if (static_cast<int64_t>(queue_.size()) >= config_.max_queue)
-        return error(
-            {429, "too many requests queued; retry later", "rate_limit_error", "", "queue_full"});
-      job->number = next_id_++;
-      queue_.push_back(job);
-      metrics_.set_queue_depth(static_cast<int64_t>(queue_.size()));
-    }
-    cv_.notify_one();
-    respond(job, res, route);
-  });
-  s.Post("/v1/completions", completion(Endpoint::Completions, "/v1/completions"));
-  s.Post("/v1/chat/completions", completion(Endpoint::Chat, "/v1/chat/completions"));
+  std::string body;
+  if (auto e = read_authorized(req, reader, body)) return error(*e);
+  auto job = std::make_shared<Job>();
+  job->score = true;
+  try {
+    job->score_req =
+        parse_score_request(body, {config_.model_name}, config_.limits, config_.score_limits,
+                            decoder_.target().config().max_position_embeddings, *tok_);
+  } catch (const ApiException& e) {
+    return error(e.error);
+  }
+  if (auto e = enqueue(job)) return error(*e);
+  respond(job, res, route);
 }
 
 std::optional<ApiError> Server::read_body(const httplib::Request& req,

@@ -70,6 +70,18 @@ class Server {
  private:
   struct Job;
   void routes();
+  void configure_http();  // limits, connection threads, OpenAI-shaped httplib errors
+  void post_completion(Endpoint endpoint, const std::string& route, const httplib::Request& req,
+                       httplib::Response& res, const httplib::ContentReader& reader);
+  void post_score(const httplib::Request& req, httplib::Response& res,
+                  const httplib::ContentReader& reader);
+  // The body of an authorised request, or the error to answer.
+  std::optional<ApiError> read_authorized(const httplib::Request& req,
+                                          const httplib::ContentReader& reader,
+                                          std::string& body) const;
+  std::optional<ApiError> check_lengths(Endpoint endpoint, const Job& job) const;
+  std::optional<ApiError> enqueue(const std::shared_ptr<Job>& job);  // 429/503, or queued
+  void stream_events(const std::shared_ptr<Job>& job, httplib::Response& res);
   void worker_loop();
   void start_job(const std::shared_ptr<Job>& job, SpeculativeBatch& batch);
   void finish_job(Job& job, const SpeculativeBatch::Finished& result);
