@@ -112,6 +112,87 @@ std::vector<Record> read_records(const std::string& path, const Tokenizer* tok, 
   return records;
 }
 
+// The models the flags name, with what reading the records needs: a tokenizer (text records),
+// the vocabulary and the shortest context.
+struct ScoreModels {
+  ScoringModels models;
+  std::shared_ptr<Tokenizer> tok;
+  int64_t vocab = 0, context = std::numeric_limits<int64_t>::max();
+};
+
+ScoreModels load_score_models(ScoreFlags& f) {
+  DraftSpec& spec = f.drafts;
+  take_draft_paths(spec, f.drafts_csv);
+  // One draft alone has no spread: scoring asks for K members (serving allows one).
+  if (!spec.draft.empty() && spec.noise_members == 0 && spec.family_dir.empty())
+    fail("--draft needs --draft-noise K or --draft-family DIR");
+  spec.validate();
+  if (!f.reference_adapter.empty() && f.reference.empty())
+    fail("--reference-adapter needs --reference");
+  ScoreModels out;
+  auto note = [&](const LoadedModel& m) {
+    if (!out.tok) out.tok = m.tokenizer;
+    out.vocab = m.config().vocab_size;
+    out.context = std::min(out.context, m.config().max_position_embeddings);
+  };
+  if (!f.target.empty()) {
+    LoadedModel t = load_model(f.target);
+    note(t);
+    NoiseConfig nc =
+        f.noise == "tokur" ? NoiseConfig::tokur(f.seed) : NoiseConfig::target_family(f.seed);
+    nc.sigma = f.sigma;
+    nc.rank = f.noise_rank;
+    out.models.target_family = noise_family(t.model, nc, f.family_size);
+  }
+  if (spec.enabled()) {
+    DraftModels d = load_drafts(spec, nullptr);
+    if (out.vocab != 0 && d.drafts->vocab_size() != out.vocab)
+      fail("the drafts' vocabulary (", d.drafts->vocab_size(), ") differs from --target's (",
+           out.vocab, ")");
+    out.vocab = d.drafts->vocab_size();
+    out.context = std::min(out.context, d.context);
+    if (!out.tok) {  // text records need one; id records do not
+      const std::string path = spec.draft.empty() ? spec.drafts.front() : spec.draft;
+      try {
+        out.tok = load_tokenizer(path);
+      } catch (const Error&) {
+      }
+    }
+    out.models.drafts = d.drafts;
+  }
+  if (!f.reference.empty()) {
+    LoadedModel r = load_model(f.reference);
+    note(r);
+    if (!f.reference_adapter.empty()) {
+      auto adapter = load_peft_adapter(f.reference_adapter, *r.model);
+      adapter->attach(*r.model);
+      out.models.keep_alive.push_back(adapter.ptr());
+    }
+    out.models.reference = std::make_shared<Ensemble>(Ensemble::of_one(r.model));
+  }
+  return out;
+}
+
+// One JSON line per response token; a non-finite value is an error naming the record.
+std::string token_line(const std::string& input, size_t record, const ScoredToken& t) {
+  nlohmann::json j = {{"record", record}, {"index", t.index}, {"id", t.id}, {"text", t.text}};
+  auto put = [&](const char* key, const std::optional<double>& v) {
+    if (!v) return;
+    if (!std::isfinite(*v))  // JSON would write null: a non-finite model is an error
+      fail(input, ": record ", record + 1, " token ", t.index, ": ", key, " is not finite (", *v,
+           "); a model or adapter holds inf/NaN weights");
+    j[key] = *v;
+  };
+  put("eu_true", t.eu_true);
+  put("jsd", t.jsd);
+  put("bias", t.bias);
+  put("eu_hat", t.eu_hat);
+  put("entropy_target", t.entropy_target);
+  put("entropy_mix", t.entropy_mix);
+  put("logprob", t.logprob);
+  return dump_json(j) + "\n";
+}
+
 }  // namespace
 
 void add_score_command(CLI::App& app, GlobalOptions&) {
@@ -145,84 +226,17 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
   (void)target;
 
   cmd->callback([f] {
-    DraftSpec& spec = f->drafts;
-    take_draft_paths(spec, f->drafts_csv);
-    // One draft alone has no spread: scoring asks for K members (serving allows one).
-    if (!spec.draft.empty() && spec.noise_members == 0 && spec.family_dir.empty())
-      fail("--draft needs --draft-noise K or --draft-family DIR");
-    spec.validate();
-    if (!f->reference_adapter.empty() && f->reference.empty())
-      fail("--reference-adapter needs --reference");
-    ScoringModels models;
-    std::shared_ptr<Tokenizer> tok;
-    int64_t vocab = 0;
-    int64_t context = std::numeric_limits<int64_t>::max();
-    auto note = [&](const LoadedModel& m) {
-      if (!tok) tok = m.tokenizer;
-      vocab = m.config().vocab_size;
-      context = std::min(context, m.config().max_position_embeddings);
-    };
-    if (!f->target.empty()) {
-      LoadedModel t = load_model(f->target);
-      note(t);
-      NoiseConfig nc =
-          f->noise == "tokur" ? NoiseConfig::tokur(f->seed) : NoiseConfig::target_family(f->seed);
-      nc.sigma = f->sigma;
-      nc.rank = f->noise_rank;
-      models.target_family = noise_family(t.model, nc, f->family_size);
-    }
-    if (spec.enabled()) {
-      DraftModels d = load_drafts(spec, nullptr);
-      if (vocab != 0 && d.drafts->vocab_size() != vocab)
-        fail("the drafts' vocabulary (", d.drafts->vocab_size(), ") differs from --target's (",
-             vocab, ")");
-      vocab = d.drafts->vocab_size();
-      context = std::min(context, d.context);
-      if (!tok) {  // text records need one; id records do not
-        const std::string path = spec.draft.empty() ? spec.drafts.front() : spec.draft;
-        try {
-          tok = load_tokenizer(path);
-        } catch (const Error&) {
-        }
-      }
-      models.drafts = d.drafts;
-    }
-    if (!f->reference.empty()) {
-      LoadedModel r = load_model(f->reference);
-      note(r);
-      if (!f->reference_adapter.empty()) {
-        auto adapter = load_peft_adapter(f->reference_adapter, *r.model);
-        adapter->attach(*r.model);
-        models.keep_alive.push_back(adapter.ptr());
-      }
-      models.reference = std::make_shared<Ensemble>(Ensemble::of_one(r.model));
-    }
-    auto records = read_records(f->input, tok.get(), vocab, context);
-    TokenScorer scorer(std::move(models), f->chunk);
-
+    ScoreModels m = load_score_models(*f);
+    auto records = read_records(f->input, m.tok.get(), m.vocab, m.context);
+    TokenScorer scorer(std::move(m.models), f->chunk);
     std::string out;
     ProgressBar progress("score", static_cast<int64_t>(records.size()), "records");
     const auto t0 = std::chrono::steady_clock::now();
     int64_t scored = 0;
     for (size_t r = 0; r < records.size(); ++r) {
-      for (const auto& t : scorer.score(records[r].prompt, records[r].response, tok.get())) {
+      for (const auto& t : scorer.score(records[r].prompt, records[r].response, m.tok.get())) {
+        out += token_line(f->input, r, t);
         ++scored;
-        nlohmann::json j = {{"record", r}, {"index", t.index}, {"id", t.id}, {"text", t.text}};
-        auto put = [&](const char* key, const std::optional<double>& v) {
-          if (!v) return;
-          if (!std::isfinite(*v))  // JSON would write null: a non-finite model is an error
-            fail(f->input, ": record ", r + 1, " token ", t.index, ": ", key, " is not finite (",
-                 *v, "); a model or adapter holds inf/NaN weights");
-          j[key] = *v;
-        };
-        put("eu_true", t.eu_true);
-        put("jsd", t.jsd);
-        put("bias", t.bias);
-        put("eu_hat", t.eu_hat);
-        put("entropy_target", t.entropy_target);
-        put("entropy_mix", t.entropy_mix);
-        put("logprob", t.logprob);
-        out += dump_json(j) + "\n";
       }
       progress.update(static_cast<int64_t>(r + 1));
     }
