@@ -106,6 +106,107 @@ void tune_malloc_for_training() {
   mallopt(M_TOP_PAD, 1 << 30);
 }
 
+namespace {
+
+// The step a run resumes at (0 without a checkpoint); a checkpoint of another run is an error.
+int64_t resume_step(const fs::path& out, LoraAdapterImpl& adapter, torch::optim::AdamW& optimizer,
+                    const TrainConfig& config, int64_t steps) {
+  auto ck = load_latest_checkpoint(out, adapter, optimizer);
+  if (!ck) return 0;
+  if (ck->step > steps)
+    fail((out / "checkpoints").string(), ": the latest checkpoint is at step ", ck->step,
+         " but this run has only ", steps, " steps (use a fresh --out)");
+  if (ck->info.value("seed", config.seed) != config.seed)
+    fail(out.string(), ": checkpoint was made with seed ", ck->info.value("seed", uint64_t{0}),
+         ", this run uses ", config.seed, " (use a fresh --out)");
+  return ck->step;
+}
+
+struct StepOutcome {
+  double loss = 0, grad_norm = 0;
+  int64_t tokens = 0, micro_count = 0;
+  std::map<std::string, double> extra;  // the objective's own metrics, summed over micro-batches
+};
+
+// One optimizer step: grad_accum micro-batches (each seeded by (seed, step, micro-batch)), the
+// clipped update, and the checks that nothing became non-finite.
+StepOutcome optimizer_step(Objective& objective, const std::vector<Sample>& data,
+                           const TrainConfig& config, ComputeDtype compute_dtype, int64_t step,
+                           torch::optim::AdamW& optimizer, std::vector<torch::Tensor>& params) {
+  const auto n = static_cast<int64_t>(data.size());
+  const int64_t micros = total_micro(config, n);
+  optimizer.zero_grad();
+  objective.adapter().train();
+  StepOutcome o;
+  double loss_sum = 0;
+  for (int64_t a = 0; a < config.grad_accum; ++a) {
+    const int64_t g = step * config.grad_accum + a;
+    if (g >= micros) break;
+    std::vector<const Sample*> rows;
+    for (auto i : micro_batch_indices(config, n, g)) rows.push_back(&data[static_cast<size_t>(i)]);
+    StepContext ctx{config.seed, step, a};
+    torch::manual_seed(mix_seed(
+        {config.seed, static_cast<uint64_t>(step), static_cast<uint64_t>(a), 0xd40f}));  // dropout
+    Batch batch = objective.batch_for(rows, config.max_seq_len, ctx);
+    if (batch.loss_tokens() == 0) continue;
+    MicroLoss ml;
+    {
+      Autocast autocast(compute_dtype);  // forward only: backward follows the forward's types
+      ml = objective.loss(batch, ctx);
+    }
+    const double micro_loss = ml.loss.item<double>();
+    if (!std::isfinite(micro_loss))
+      fail(objective.name(), ": step ", step + 1, " micro-batch ", a, ": the loss is not finite (",
+           micro_loss,
+           "); lower the learning rate or check the data (nothing of this step was saved)");
+    (ml.loss / static_cast<double>(config.grad_accum)).backward();
+    loss_sum += micro_loss;
+    o.tokens += batch.attention.sum().item<int64_t>();
+    ++o.micro_count;
+    for (const auto& [k, v] : ml.metrics) o.extra[k] += v;
+  }
+  if (config.max_grad_norm > 0)
+    o.grad_norm = torch::nn::utils::clip_grad_norm_(params, config.max_grad_norm);
+  optimizer.step();
+  for (const auto& p : params)
+    if (!torch::isfinite(p).all().item<bool>())
+      fail(objective.name(), ": step ", step + 1,
+           ": the adapter became non-finite (inf or NaN); lower the learning rate");
+  o.loss = o.micro_count ? loss_sum / static_cast<double>(o.micro_count) : 0.0;
+  return o;
+}
+
+// The finished run: the PEFT adapter and the manifest (with the prompts the run saw).
+void finish_run(Objective& objective, const std::vector<Sample>& data, const TrainConfig& config,
+                const fs::path& out, const json& run_info, int64_t steps, TrainResult& result) {
+  const auto n = static_cast<int64_t>(data.size());
+  std::set<int64_t> seen;
+  for (int64_t g = 0; g < total_micro(config, n); ++g)
+    for (auto i : micro_batch_indices(config, n, g))
+      seen.insert(data[static_cast<size_t>(i)].prompt_index);
+  result.prompts_seen.assign(seen.begin(), seen.end());
+  result.finished = true;
+  result.adapter_dir = out / "adapter";
+  objective.adapter().eval();
+  save_peft_adapter(objective.adapter(), result.adapter_dir);
+
+  json manifest = run_info;
+  manifest["method"] = objective.name();
+  manifest["objective"] = objective.describe();
+  manifest["train"] = to_json(config);
+  manifest["seed"] = config.seed;
+  manifest["samples"] = n;
+  if (run_info.contains("data") && run_info["data"].is_string()) {
+    const fs::path p = run_info["data"].get<std::string>();
+    if (fs::exists(p)) manifest["data_sha256"] = sha256_file(p);
+  }
+  manifest["final"] = {{"steps", steps}, {"loss", result.last_loss}};
+  manifest["prompts_seen"] = result.prompts_seen;
+  write_manifest(out, manifest);
+}
+
+}  // namespace
+
 TrainResult train(Objective& objective, const std::vector<Sample>& data, const TrainConfig& config,
                   const fs::path& out, const json& run_info) {
   config.validate("training config");
@@ -122,16 +223,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
                                             .betas({config.adam_beta1, config.adam_beta2})
                                             .eps(config.adam_eps)
                                             .weight_decay(config.weight_decay));
-  int64_t start = 0;
-  if (auto ck = load_latest_checkpoint(out, adapter, optimizer)) {
-    start = ck->step;
-    if (start > steps)
-      fail((out / "checkpoints").string(), ": the latest checkpoint is at step ", start,
-           " but this run has only ", steps, " steps (use a fresh --out)");
-    if (ck->info.value("seed", config.seed) != config.seed)
-      fail(out.string(), ": checkpoint was made with seed ", ck->info.value("seed", uint64_t{0}),
-           ", this run uses ", config.seed, " (use a fresh --out)");
-  }
+  const int64_t start = resume_step(out, adapter, optimizer, config, steps);
   const fs::path metrics_file = out / "metrics.jsonl";
   truncate_metrics(metrics_file, start);
   std::ofstream metrics(metrics_file, std::ios::app);
@@ -146,70 +238,28 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
         .resume_from(start)
         .log_every(config.log_every);
   const auto t0 = std::chrono::steady_clock::now();
+  auto seconds = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
   int64_t done_this_run = 0, tokens_this_run = 0;
   for (int64_t step = start; step < steps; ++step) {
     const double lr = config.lr * lr_multiplier(config.schedule, step, steps);
     for (auto& group : optimizer.param_groups())
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
-    optimizer.zero_grad();
-    adapter.train();
-    double loss_sum = 0;
-    int64_t tokens = 0, micro_count = 0;
-    std::map<std::string, double> extra;
-    for (int64_t a = 0; a < config.grad_accum; ++a) {
-      const int64_t g = step * config.grad_accum + a;
-      if (g >= micros) break;
-      std::vector<const Sample*> rows;
-      for (auto i : micro_batch_indices(config, n, g))
-        rows.push_back(&data[static_cast<size_t>(i)]);
-      StepContext ctx{config.seed, step, a};
-      torch::manual_seed(mix_seed({config.seed, static_cast<uint64_t>(step),
-                                   static_cast<uint64_t>(a), 0xd40f}));  // dropout
-      Batch batch = objective.batch_for(rows, config.max_seq_len, ctx);
-      if (batch.loss_tokens() == 0) continue;
-      MicroLoss ml;
-      {
-        Autocast autocast(compute_dtype);  // forward only: backward follows the forward's types
-        ml = objective.loss(batch, ctx);
-      }
-      const double micro_loss = ml.loss.item<double>();
-      if (!std::isfinite(micro_loss))
-        fail(objective.name(), ": step ", step + 1, " micro-batch ", a,
-             ": the loss is not finite (", micro_loss,
-             "); lower the learning rate or check the data (nothing of this step was saved)");
-      (ml.loss / static_cast<double>(config.grad_accum)).backward();
-      loss_sum += micro_loss;
-      tokens += batch.attention.sum().item<int64_t>();
-      ++micro_count;
-      for (const auto& [k, v] : ml.metrics) extra[k] += v;
-    }
-    double grad_norm = 0;
-    if (config.max_grad_norm > 0)
-      grad_norm = torch::nn::utils::clip_grad_norm_(params, config.max_grad_norm);
-    optimizer.step();
-    for (const auto& p : params)
-      if (!torch::isfinite(p).all().item<bool>())
-        fail(objective.name(), ": step ", step + 1,
-             ": the adapter became non-finite (inf or NaN); lower the learning rate");
-    const double loss = micro_count ? loss_sum / static_cast<double>(micro_count) : 0.0;
-    result.last_loss = loss;
-    json line = {{"step", step + 1},
-                 {"loss", loss},
-                 {"lr", lr},
-                 {"grad_norm", grad_norm},
-                 {"tokens", tokens},
-                 {"elapsed_s",
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
-    for (const auto& [k, v] : extra)
-      line[k] = v / static_cast<double>(std::max<int64_t>(micro_count, 1));
+    const StepOutcome o =
+        optimizer_step(objective, data, config, compute_dtype, step, optimizer, params);
+    result.last_loss = o.loss;
+    json line = {{"step", step + 1},         {"loss", o.loss},     {"lr", lr},
+                 {"grad_norm", o.grad_norm}, {"tokens", o.tokens}, {"elapsed_s", seconds()}};
+    for (const auto& [k, v] : o.extra)
+      line[k] = v / static_cast<double>(std::max<int64_t>(o.micro_count, 1));
     metrics << line.dump() << "\n" << std::flush;
     if (!metrics) fail(metrics_file.string(), ": write failed (disk full?)");
-    tokens_this_run += tokens;
+    tokens_this_run += o.tokens;
     if (progress) {
-      const double secs =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double secs = seconds();
       char status[64];
-      std::snprintf(status, sizeof status, "loss %.4f, %.0f tok/s", loss,
+      std::snprintf(status, sizeof status, "loss %.4f, %.0f tok/s", o.loss,
                     secs > 0 ? static_cast<double>(tokens_this_run) / secs : 0.0);
       progress->update(step + 1, status);
     }
@@ -221,7 +271,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
       json st = {{"seed", config.seed},
                  {"data_cursor", std::min(micros, (step + 1) * config.grad_accum)},
                  {"total_steps", steps},
-                 {"loss", loss},
+                 {"loss", o.loss},
                  {"rng", "every draw is a function of (seed, step, micro-batch)"}};
       save_checkpoint(out, step + 1, adapter, optimizer, st, config.keep_checkpoints);
     }
@@ -231,30 +281,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
     }
   }
   if (progress) progress->finish();
-
-  std::set<int64_t> seen;
-  for (int64_t g = 0; g < micros; ++g)
-    for (auto i : micro_batch_indices(config, n, g))
-      seen.insert(data[static_cast<size_t>(i)].prompt_index);
-  result.prompts_seen.assign(seen.begin(), seen.end());
-  result.finished = true;
-  result.adapter_dir = out / "adapter";
-  adapter.eval();
-  save_peft_adapter(adapter, result.adapter_dir);
-
-  json manifest = run_info;
-  manifest["method"] = objective.name();
-  manifest["objective"] = objective.describe();
-  manifest["train"] = to_json(config);
-  manifest["seed"] = config.seed;
-  manifest["samples"] = n;
-  if (run_info.contains("data") && run_info["data"].is_string()) {
-    const fs::path p = run_info["data"].get<std::string>();
-    if (fs::exists(p)) manifest["data_sha256"] = sha256_file(p);
-  }
-  manifest["final"] = {{"steps", steps}, {"loss", result.last_loss}};
-  manifest["prompts_seen"] = result.prompts_seen;
-  write_manifest(out, manifest);
+  finish_run(objective, data, config, out, run_info, steps, result);
   return result;
 }
 
