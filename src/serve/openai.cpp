@@ -124,52 +124,53 @@ json parse_json_body(const std::string& body) {
   }
 }
 
-CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
-                                const std::vector<std::string>& models, const ApiLimits& limits) {
-  json j = parse_json_body(body);
-  if (!j.is_object()) bad_request("the request body must be a JSON object", "", "invalid_type");
-  CompletionRequest r;
-  r.endpoint = endpoint;
+namespace {
 
+std::string parse_model(const json& j, const std::vector<std::string>& models) {
   const json* model = field(j, "model");
   if (!model)
     bad_request("you must provide a model parameter", "model", "missing_required_parameter");
   if (!model->is_string()) bad_request("'model' must be a string", "model", "invalid_type");
-  r.model = model->get<std::string>();
-  if (std::find(models.begin(), models.end(), r.model) == models.end())
-    bad_request(cat("The model '", r.model, "' does not exist"), "model", "model_not_found", 404);
+  auto name = model->get<std::string>();
+  if (std::find(models.begin(), models.end(), name) == models.end())
+    bad_request(cat("The model '", name, "' does not exist"), "model", "model_not_found", 404);
+  return name;
+}
 
-  if (endpoint == Endpoint::Completions) {
-    const json* p = field(j, "prompt");
-    if (!p) bad_request("you must provide a prompt", "prompt", "missing_required_parameter");
-    if (p->is_array() && p->size() == 1 && (*p)[0].is_string())
-      r.prompt = (*p)[0].get<std::string>();
-    else if (p->is_string())
-      r.prompt = p->get<std::string>();
-    else
-      bad_request("'prompt' must be a string (or a list of one string)", "prompt", "invalid_type");
-  } else {
-    const json* m = field(j, "messages");
-    if (!m) bad_request("you must provide messages", "messages", "missing_required_parameter");
-    if (!m->is_array() || m->empty())
-      bad_request("'messages' must be a non-empty array", "messages", "invalid_type");
-    for (size_t i = 0; i < m->size(); ++i) {
-      const auto& msg = (*m)[i];
-      const std::string param = cat("messages[", i, "]");
-      if (!msg.is_object() || !msg.contains("role") || !msg["role"].is_string())
-        bad_request(cat("'", param, "' must be an object with a string 'role'"), param,
-                    "invalid_type");
-      const auto role = msg["role"].get<std::string>();
-      if (role != "system" && role != "user" && role != "assistant" && role != "developer")
-        bad_request(cat("'", param, ".role' must be system, user or assistant"), param + ".role");
-      if (!msg.contains("content"))
-        bad_request(cat("'", param, ".content' is missing"), param + ".content",
-                    "missing_required_parameter");
-      r.messages.push_back(
-          {role == "developer" ? "system" : role, message_content(msg["content"], i)});
-    }
+std::string parse_prompt(const json& j) {
+  const json* p = field(j, "prompt");
+  if (!p) bad_request("you must provide a prompt", "prompt", "missing_required_parameter");
+  if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) return (*p)[0].get<std::string>();
+  if (p->is_string()) return p->get<std::string>();
+  bad_request("'prompt' must be a string (or a list of one string)", "prompt", "invalid_type");
+}
+
+std::vector<ChatMessage> parse_messages(const json& j) {
+  const json* m = field(j, "messages");
+  if (!m) bad_request("you must provide messages", "messages", "missing_required_parameter");
+  if (!m->is_array() || m->empty())
+    bad_request("'messages' must be a non-empty array", "messages", "invalid_type");
+  std::vector<ChatMessage> out;
+  for (size_t i = 0; i < m->size(); ++i) {
+    const auto& msg = (*m)[i];
+    const std::string param = cat("messages[", i, "]");
+    if (!msg.is_object() || !msg.contains("role") || !msg["role"].is_string())
+      bad_request(cat("'", param, "' must be an object with a string 'role'"), param,
+                  "invalid_type");
+    const auto role = msg["role"].get<std::string>();
+    if (role != "system" && role != "user" && role != "assistant" && role != "developer")
+      bad_request(cat("'", param, ".role' must be system, user or assistant"), param + ".role");
+    if (!msg.contains("content"))
+      bad_request(cat("'", param, ".content' is missing"), param + ".content",
+                  "missing_required_parameter");
+    out.push_back({role == "developer" ? "system" : role, message_content(msg["content"], i)});
   }
+  return out;
+}
 
+// Sampling, length, n, stream: the fields both endpoints share.
+void parse_generation_fields(const json& j, Endpoint endpoint, const ApiLimits& limits,
+                             CompletionRequest& r) {
   auto max_tokens = opt_int(j, "max_tokens", 1, INT64_MAX);
   if (endpoint == Endpoint::Chat && !max_tokens)
     max_tokens = opt_int(j, "max_completion_tokens", 1, INT64_MAX);
@@ -187,31 +188,57 @@ CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
     bad_request("only n = 1 is supported", "n", "unsupported_value");
   r.stream = opt_bool(j, "stream").value_or(false);
   r.speculative_detailed = opt_bool(j, "speculative_detailed").value_or(false);
+}
 
-  if (const json* s = field(j, "stop")) {
-    if (s->is_string())
-      r.stop.push_back(s->get<std::string>());
-    else if (s->is_array() && s->size() <= 4) {
-      for (const auto& x : *s) {
-        if (!x.is_string())
-          bad_request("'stop' must be a string or a list of strings", "stop", "invalid_type");
-        r.stop.push_back(x.get<std::string>());
-      }
-    } else
-      bad_request("'stop' must be a string or a list of at most 4 strings", "stop", "invalid_type");
-    for (const auto& x : r.stop)
-      if (x.empty()) bad_request("stop strings must not be empty", "stop");
+std::vector<std::string> parse_stop(const json& j) {
+  std::vector<std::string> stop;
+  const json* s = field(j, "stop");
+  if (!s) return stop;
+  if (s->is_string()) {
+    stop.push_back(s->get<std::string>());
+  } else if (s->is_array() && s->size() <= 4) {
+    for (const auto& x : *s) {
+      if (!x.is_string())
+        bad_request("'stop' must be a string or a list of strings", "stop", "invalid_type");
+      stop.push_back(x.get<std::string>());
+    }
+  } else {
+    bad_request("'stop' must be a string or a list of at most 4 strings", "stop", "invalid_type");
   }
+  for (const auto& x : stop)
+    if (x.empty()) bad_request("stop strings must not be empty", "stop");
+  return stop;
+}
 
+// Completions: logprobs = the number of top log-probs; chat: a flag plus top_logprobs.
+void parse_logprobs(const json& j, Endpoint endpoint, CompletionRequest& r) {
   if (endpoint == Endpoint::Completions) {
     if (auto lp = opt_int(j, "logprobs", 0, 20)) r.logprobs = true, r.top_logprobs = *lp;
-  } else {
-    r.logprobs = opt_bool(j, "logprobs").value_or(false);
-    if (auto top = opt_int(j, "top_logprobs", 0, 20)) {
-      if (!r.logprobs) bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs");
-      r.top_logprobs = *top;
-    }
+    return;
   }
+  r.logprobs = opt_bool(j, "logprobs").value_or(false);
+  if (auto top = opt_int(j, "top_logprobs", 0, 20)) {
+    if (!r.logprobs) bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs");
+    r.top_logprobs = *top;
+  }
+}
+
+}  // namespace
+
+CompletionRequest parse_request(Endpoint endpoint, const std::string& body,
+                                const std::vector<std::string>& models, const ApiLimits& limits) {
+  json j = parse_json_body(body);
+  if (!j.is_object()) bad_request("the request body must be a JSON object", "", "invalid_type");
+  CompletionRequest r;
+  r.endpoint = endpoint;
+  r.model = parse_model(j, models);
+  if (endpoint == Endpoint::Completions)
+    r.prompt = parse_prompt(j);
+  else
+    r.messages = parse_messages(j);
+  parse_generation_fields(j, endpoint, limits, r);
+  r.stop = parse_stop(j);
+  parse_logprobs(j, endpoint, r);
   return r;
 }
 
