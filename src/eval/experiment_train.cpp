@@ -157,8 +157,20 @@ struct FamilySpec {
 
 }  // namespace
 
-TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log) {
-  TrainedModels t;
+namespace {
+
+// What the training steps share: the config, the cache, the target family and the drafts' data.
+struct TrainInputs {
+  const ExperimentConfig& c;
+  StepCache& cache;
+  NoiseConfig noise;
+  json fam_key, trained_on;
+  std::vector<distill::Sample> samples;  // the drafts' data (the target's answers)
+};
+
+// The target and the draft base: real checkpoints, or the testbed trained (or cached) here.
+// Returns the key the data steps depend on.
+json base_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log, TrainedModels& t) {
   json base_key;
   if (c.real_models()) {
     t.target_dir = c.target_model;
@@ -180,30 +192,18 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
     t.draft_accuracy = tb.info.at("drafts").at(0).at("accuracy").get<double>();
     base_key = {{"testbed", c.testbed.key()}};
   }
-  const NoiseConfig noise = target_noise(c);
-  const json fam_key = {{"members", c.members}, {"noise", to_json(noise)}};
+  return base_key;
+}
 
-  // Distillation data (B.1, B.2): p_mix learns from the members' answers, the drafts from the
-  // target's.
-  json data_key = {{"models", base_key},
-                   {"prompts", c.data_prompts},
-                   {"max_new_tokens", c.max_new_tokens},
-                   {"seed", c.seed}};
-  auto data_step = [&](bool proxy) {
-    json key = data_key;
-    key["answers"] = proxy ? c.proxy_answers : c.draft_answers;
-    if (proxy) key["family"] = fam_key;
-    const auto step = cache.run(proxy ? "data-proxy" : "data-drafts", key, [&](const fs::path& d) {
-      write_data(c, t, noise, proxy, d / "data.jsonl");
-    });
-    return std::pair{step.hash, step.dir / "data.jsonl"};
-  };
-  const auto [proxy_data_hash, proxy_data] = data_step(true);
-  const auto [draft_data_hash, draft_data] = data_step(false);
+void train_proxy(const TrainInputs& in, const std::string& data_hash, const fs::path& data,
+                 TrainedModels& t) {
+  const ExperimentConfig& c = in.c;
+  const NoiseConfig& noise = in.noise;
+  const json& fam_key = in.fam_key;
+  StepCache& cache = in.cache;
+  const std::string& proxy_data_hash = data_hash;
+  const fs::path& proxy_data = data;
   const auto proxy_samples = distill::read_samples(proxy_data);
-  const auto samples = distill::read_samples(draft_data);
-  const json trained_on = {{"data", draft_data_hash}, {"family", fam_key}};
-
   // p_mix: the target plus a LoRA trained by OSD against the family's members (B.1).
   distill::OsdConfig osd;
   osd.teacher_noise = noise;
@@ -230,7 +230,14 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
                })
           .dir /
       "adapter";
+}
 
+void train_draft_families(const TrainInputs& in, TrainedModels& t) {
+  const ExperimentConfig& c = in.c;
+  const NoiseConfig& noise = in.noise;
+  const json& trained_on = in.trained_on;
+  const auto& samples = in.samples;
+  StepCache& cache = in.cache;
   // Draft families, every job of a family in one step directory. DDD is one pool of S×M drafts
   // (B.6): 1×3, 2×3 and 3×3 are its first 1, 2 and 3 partitions, and "K only" takes draft (0, 0).
   // IDD and FDD train 2×M drafts each (K = 6; their first M for K = 3).
@@ -276,7 +283,13 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
                  })
             .dir;
   }
+}
 
+void train_baselines(const TrainInputs& in, TrainedModels& t) {
+  const ExperimentConfig& c = in.c;
+  const json& trained_on = in.trained_on;
+  const auto& samples = in.samples;
+  StepCache& cache = in.cache;
   // Baselines: one draft each, trained against the unperturbed target (Tables 9, 10).
   for (const std::string method : {"gkd", "minillm"}) {
     distill::GkdConfig gkd;
@@ -309,6 +322,42 @@ TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::o
         "adapter";
     (method == "gkd" ? t.gkd_adapter : t.minillm_adapter) = adapter;
   }
+}
+
+}  // namespace
+
+TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log) {
+  TrainedModels t;
+  const json base_key = base_models(c, cache, log, t);
+  const NoiseConfig noise = target_noise(c);
+  const json fam_key = {{"members", c.members}, {"noise", to_json(noise)}};
+
+  // Distillation data (B.1, B.2): p_mix learns from the members' answers, the drafts from the
+  // target's.
+  json data_key = {{"models", base_key},
+                   {"prompts", c.data_prompts},
+                   {"max_new_tokens", c.max_new_tokens},
+                   {"seed", c.seed}};
+  auto data_step = [&](bool proxy) {
+    json key = data_key;
+    key["answers"] = proxy ? c.proxy_answers : c.draft_answers;
+    if (proxy) key["family"] = fam_key;
+    const auto step = cache.run(proxy ? "data-proxy" : "data-drafts", key, [&](const fs::path& d) {
+      write_data(c, t, noise, proxy, d / "data.jsonl");
+    });
+    return std::pair{step.hash, step.dir / "data.jsonl"};
+  };
+  const auto [proxy_data_hash, proxy_data] = data_step(true);
+  const auto [draft_data_hash, draft_data] = data_step(false);
+  const TrainInputs in{c,
+                       cache,
+                       noise,
+                       fam_key,
+                       {{"data", draft_data_hash}, {"family", fam_key}},
+                       distill::read_samples(draft_data)};
+  train_proxy(in, proxy_data_hash, proxy_data, t);
+  train_draft_families(in, t);
+  train_baselines(in, t);
 
   json all = {{"models", base_key}, {"data", {proxy_data_hash, draft_data_hash}}};
   for (const auto& s : cache.steps()) all[s.name] = s.hash;
