@@ -175,6 +175,16 @@ TEST(DType, FloatToBf16Rounding) {
 }
 
 // The same conversions against torch on many values, including subnormals and overflow.
+// An empty tensor (shape [0], as in Safetensors.ReadsFileWrittenByPython) converts with the null
+// pointers an empty std::vector gives: a no-op, which the UBSan build checks (memcpy of null).
+TEST(DType, EmptyConversionWithNullPointersIsANoOp) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64})
+    EXPECT_NO_THROW(convert_to_f32(t, nullptr, nullptr, 0)) << dtype_name(t);
+  TensorView empty;
+  empty.shape = {3, 0};
+  EXPECT_TRUE(to_f32(empty).empty());
+}
+
 TEST(DType, ConversionsMatchTorch) {
   auto dir = drafteu::test::scratch_dir("io_dtype_torch");
   const std::string script = R"PY(

@@ -1314,12 +1314,17 @@ struct RawConn {
     pollfd p{fd, POLLIN, 0};
     return ::poll(&p, 1, ms) > 0;
   }
-  // What arrives within `ms` (or until the server closes).
+  // What arrives within `ms` (or until the server closes). A pause between two writes does not
+  // end it: under load (or ASan) a stream's first event may come well after its headers.
   std::string read_for(int ms) {
     std::string out;
     char buf[4096];
     const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-    while (std::chrono::steady_clock::now() < end && readable(20)) {
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            end - std::chrono::steady_clock::now())
+                            .count();
+      if (left <= 0 || !readable(static_cast<int>(left))) break;
       auto n = ::recv(fd, buf, sizeof buf, 0);
       if (n <= 0) break;
       out.append(buf, static_cast<size_t>(n));

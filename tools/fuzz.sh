@@ -22,5 +22,5 @@ mkdir -p "$work" "$artifacts"
 cp -n "$root/tests/fuzz/corpus/$target/"* "$work/" 2>/dev/null || true
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-exec "$build/fuzz_$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+exec "$build/tests/fuzz_$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
   -max_len=65536 -artifact_prefix="$artifacts" -print_final_stats=1 "$work"

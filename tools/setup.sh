@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install what is missing (Debian 12, apt), make libtorch run on OpenBLAS (openmp), configure, build.
 # Usage: tools/setup.sh [BUILD_DIR [TARGET...]]   (default: build, every target)
+# DRAFTEU_CMAKE_ARGS: extra arguments for the first configure of BUILD_DIR (word-split), e.g.
+# "-DDRAFTEU_SANITIZE=address,undefined" (tools/quickstart.sh test-sanitize).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -40,7 +42,8 @@ done
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 if [[ ! -f $build/CMakeCache.txt ]]; then
-  cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release
+  read -r -a extra <<<"${DRAFTEU_CMAKE_ARGS:-}"
+  cmake -S "$root" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${extra[@]}"
 fi
 if ((${#targets[@]})); then
   cmake --build "$build" --parallel "$(nproc)" --target "${targets[@]}"

@@ -94,7 +94,9 @@ void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
   const auto* p = static_cast<const uint8_t*>(src);
   switch (src_type) {
     case DType::F32:
-      std::memcpy(dst, p, n * sizeof(float));
+      // An empty tensor may come with null pointers (an empty std::vector's data()), and memcpy
+      // from or to null is undefined even for zero bytes.
+      if (n != 0) std::memcpy(dst, p, n * sizeof(float));
       return;
     case DType::F16:
       for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(load<uint16_t>(p + 2 * i));
