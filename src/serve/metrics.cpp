@@ -13,6 +13,24 @@ std::string num(double v) {
   os << v;
   return os.str();
 }
+
+// A metric family's HELP and TYPE lines, then (for one value) its sample.
+void header(std::string& out, const char* name, const char* type, const char* help) {
+  out += "# HELP " + std::string(name) + " " + help + "\n# TYPE " + name + " " + type + "\n";
+}
+void scalar(std::string& out, const char* name, const char* type, const char* help,
+            const std::string& value) {
+  header(out, name, type, help);
+  out += std::string(name) + " " + value + "\n";
+}
+// One sample per draft position: {position="i"}.
+void per_position(std::string& out, const char* name, const char* help,
+                  const std::vector<uint64_t>& counts) {
+  header(out, name, "counter", help);
+  for (size_t i = 0; i < counts.size(); ++i)
+    out += std::string(name) + "{position=\"" + std::to_string(i) + "\"} " +
+           std::to_string(counts[i]) + "\n";
+}
 }  // namespace
 
 Histogram::Histogram(std::vector<double> bounds)
@@ -102,68 +120,43 @@ void Metrics::observe_batch(int64_t rows) {
 std::string Metrics::prometheus() const {
   std::lock_guard lock(mu_);
   std::string out;
-  out += "# HELP drafteu_requests_total HTTP requests by route and status.\n";
-  out += "# TYPE drafteu_requests_total counter\n";
+  header(out, "drafteu_requests_total", "counter", "HTTP requests by route and status.");
   for (const auto& [key, n] : requests_)
     out += "drafteu_requests_total{route=\"" + key.first + "\",status=\"" +
            std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
-  out += "# HELP drafteu_tokens_generated_total Tokens generated.\n";
-  out += "# TYPE drafteu_tokens_generated_total counter\n";
-  out += "drafteu_tokens_generated_total " + std::to_string(tokens_) + "\n";
-  out += "# HELP drafteu_draft_tokens_proposed_total Draft tokens proposed.\n";
-  out += "# TYPE drafteu_draft_tokens_proposed_total counter\n";
-  out += "drafteu_draft_tokens_proposed_total " + std::to_string(proposed_) + "\n";
-  out += "# HELP drafteu_draft_tokens_accepted_total Draft tokens accepted by the target.\n";
-  out += "# TYPE drafteu_draft_tokens_accepted_total counter\n";
-  out += "drafteu_draft_tokens_accepted_total " + std::to_string(accepted_) + "\n";
-  out +=
-      "# HELP drafteu_draft_position_proposed_total Rounds that proposed a draft token at "
-      "this position (0 = first).\n";
-  out += "# TYPE drafteu_draft_position_proposed_total counter\n";
-  for (size_t i = 0; i < proposed_at_.size(); ++i)
-    out += "drafteu_draft_position_proposed_total{position=\"" + std::to_string(i) + "\"} " +
-           std::to_string(proposed_at_[i]) + "\n";
-  out +=
-      "# HELP drafteu_draft_position_accepted_total Rounds whose draft token at this position "
-      "was accepted.\n";
-  out += "# TYPE drafteu_draft_position_accepted_total counter\n";
-  for (size_t i = 0; i < accepted_at_.size(); ++i)
-    out += "drafteu_draft_position_accepted_total{position=\"" + std::to_string(i) + "\"} " +
-           std::to_string(accepted_at_[i]) + "\n";
-  out += "# HELP drafteu_tokens_scored_total Completion tokens scored by /v1/score.\n";
-  out += "# TYPE drafteu_tokens_scored_total counter\n";
-  out += "drafteu_tokens_scored_total " + std::to_string(scored_) + "\n";
-  out +=
-      "# HELP drafteu_requests_abstained_total Completions the uncertainty stop policy "
-      "ended (finish_reason uncertainty).\n";
-  out += "# TYPE drafteu_requests_abstained_total counter\n";
-  out += "drafteu_requests_abstained_total " + std::to_string(abstained_) + "\n";
-  out += "# HELP drafteu_requests_flagged_total Completions with at least one flagged token.\n";
-  out += "# TYPE drafteu_requests_flagged_total counter\n";
-  out += "drafteu_requests_flagged_total " + std::to_string(flagged_) + "\n";
-  out += "# HELP drafteu_acceptance_rate Accepted / proposed draft tokens since start.\n";
-  out += "# TYPE drafteu_acceptance_rate gauge\n";
-  out += "drafteu_acceptance_rate " +
-         num(proposed_ ? static_cast<double>(accepted_) / static_cast<double>(proposed_) : 0.0) +
-         "\n";
-  out += "# HELP drafteu_queue_depth Requests waiting for the worker.\n";
-  out += "# TYPE drafteu_queue_depth gauge\n";
-  out += "drafteu_queue_depth " + std::to_string(queue_depth_) + "\n";
-  out += "# HELP drafteu_token_eu_hat Per-token epistemic uncertainty estimate (nats).\n";
-  out += "# TYPE drafteu_token_eu_hat histogram\n";
-  eu_.write(out, "drafteu_token_eu_hat");
-  out += "# HELP drafteu_sequence_eu Sequence EU (sum of eu_hat over a completion, nats).\n";
-  out += "# TYPE drafteu_sequence_eu histogram\n";
-  sequence_eu_.write(out, "drafteu_sequence_eu");
-  out += "# HELP drafteu_queue_wait_seconds Time a request waited before the worker took it.\n";
-  out += "# TYPE drafteu_queue_wait_seconds histogram\n";
-  queue_wait_.write(out, "drafteu_queue_wait_seconds");
-  out += "# HELP drafteu_request_latency_seconds Completion request latency.\n";
-  out += "# TYPE drafteu_request_latency_seconds histogram\n";
-  latency_.write(out, "drafteu_request_latency_seconds");
-  out += "# HELP drafteu_batch_rows Requests decoded together, per speculative round.\n";
-  out += "# TYPE drafteu_batch_rows histogram\n";
-  batch_.write(out, "drafteu_batch_rows");
+  scalar(out, "drafteu_tokens_generated_total", "counter", "Tokens generated.",
+         std::to_string(tokens_));
+  scalar(out, "drafteu_draft_tokens_proposed_total", "counter", "Draft tokens proposed.",
+         std::to_string(proposed_));
+  scalar(out, "drafteu_draft_tokens_accepted_total", "counter",
+         "Draft tokens accepted by the target.", std::to_string(accepted_));
+  per_position(out, "drafteu_draft_position_proposed_total",
+               "Rounds that proposed a draft token at this position (0 = first).", proposed_at_);
+  per_position(out, "drafteu_draft_position_accepted_total",
+               "Rounds whose draft token at this position was accepted.", accepted_at_);
+  scalar(out, "drafteu_tokens_scored_total", "counter", "Completion tokens scored by /v1/score.",
+         std::to_string(scored_));
+  scalar(out, "drafteu_requests_abstained_total", "counter",
+         "Completions the uncertainty stop policy ended (finish_reason uncertainty).",
+         std::to_string(abstained_));
+  scalar(out, "drafteu_requests_flagged_total", "counter",
+         "Completions with at least one flagged token.", std::to_string(flagged_));
+  scalar(out, "drafteu_acceptance_rate", "gauge", "Accepted / proposed draft tokens since start.",
+         num(proposed_ ? static_cast<double>(accepted_) / static_cast<double>(proposed_) : 0.0));
+  scalar(out, "drafteu_queue_depth", "gauge", "Requests waiting for the worker.",
+         std::to_string(queue_depth_));
+  const std::pair<const Histogram*, std::pair<const char*, const char*>> histograms[] = {
+      {&eu_, {"drafteu_token_eu_hat", "Per-token epistemic uncertainty estimate (nats)."}},
+      {&sequence_eu_,
+       {"drafteu_sequence_eu", "Sequence EU (sum of eu_hat over a completion, nats)."}},
+      {&queue_wait_,
+       {"drafteu_queue_wait_seconds", "Time a request waited before the worker took it."}},
+      {&latency_, {"drafteu_request_latency_seconds", "Completion request latency."}},
+      {&batch_, {"drafteu_batch_rows", "Requests decoded together, per speculative round."}}};
+  for (const auto& [h, name_help] : histograms) {
+    header(out, name_help.first, "histogram", name_help.second);
+    h->write(out, name_help.first);
+  }
   return out;
 }
 

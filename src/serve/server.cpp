@@ -147,11 +147,8 @@ void Server::routes() {
     res.set_content(metrics_.prometheus(), "text/plain; version=0.0.4");
   });
   s.Get("/v1/models", [this](const httplib::Request& req, httplib::Response& res) {
-    if (!authorized(req.get_header_value("Authorization"))) {
-      reply(res, invalid_api_key());
-      metrics_.count_request("/v1/models", 401);
-      return;
-    }
+    if (!authorized(req.get_header_value("Authorization")))
+      return answer_error(res, "/v1/models", invalid_api_key());
     json model = {
         {"id", config_.model_name}, {"object", "model"}, {"created", 0}, {"owned_by", "drafteu"}};
     res.set_content(dump_json({{"object", "list"}, {"data", json::array({model})}}),
@@ -215,12 +212,15 @@ std::optional<ApiError> Server::enqueue(const std::shared_ptr<Job>& job) {
   return std::nullopt;
 }
 
+// An error in OpenAI's shape, counted under its route.
+void Server::answer_error(httplib::Response& res, const std::string& route, const ApiError& e) {
+  reply(res, e);
+  metrics_.count_request(route, e.status);
+}
+
 void Server::post_completion(Endpoint ep, const std::string& route, const httplib::Request& req,
                              httplib::Response& res, const httplib::ContentReader& reader) {
-  auto error = [&](const ApiError& e) {
-    reply(res, e);
-    metrics_.count_request(route, e.status);
-  };
+  auto error = [&](const ApiError& e) { answer_error(res, route, e); };
   std::string body;
   if (auto e = read_authorized(req, reader, body)) return error(*e);
   auto job = std::make_shared<Job>();
@@ -270,10 +270,7 @@ void Server::stream_events(const std::shared_ptr<Job>& job, httplib::Response& r
 void Server::post_score(const httplib::Request& req, httplib::Response& res,
                         const httplib::ContentReader& reader) {
   const std::string route = "/v1/score";
-  auto error = [&](const ApiError& e) {
-    reply(res, e);
-    metrics_.count_request(route, e.status);
-  };
+  auto error = [&](const ApiError& e) { answer_error(res, route, e); };
   std::string body;
   if (auto e = read_authorized(req, reader, body)) return error(*e);
   auto job = std::make_shared<Job>();

@@ -81,6 +81,7 @@ class Server {
                                           std::string& body) const;
   std::optional<ApiError> check_lengths(Endpoint endpoint, const Job& job) const;
   std::optional<ApiError> enqueue(const std::shared_ptr<Job>& job);  // 429/503, or queued
+  void answer_error(httplib::Response& res, const std::string& route, const ApiError& e);
   void stream_events(const std::shared_ptr<Job>& job, httplib::Response& res);
   void worker_loop();
   void start_job(const std::shared_ptr<Job>& job, SpeculativeBatch& batch);
