@@ -705,6 +705,51 @@ TEST(Family, ExpandsAtFirstPerturbedLayer) {
   }
 }
 
+// Cached calls of a family take the fast path (every member over raw buffers, model/fast_forward);
+// the module path, with its own cache, is the reference: expansion at layer 0, at layer 1 and at
+// lm_head only, a member without terms, left padding, decode steps and a roll-back.
+TEST(Family, FastPathMatchesModulePath) {
+  torch::NoGradGuard no_grad;
+  auto model = make_model(17);
+  const std::vector<std::vector<std::string>> targets{
+      {}, {"layers.1.mlp.down_proj", "layers.1.self_attn.v_proj"}, {"lm_head"}};
+  for (const auto& modules : targets) {
+    auto cfg = lora_noise(4);
+    if (!modules.empty()) cfg.target_modules = modules;
+    auto members = NoiseSampler(*model, cfg).members(3);
+    members[1].clear();  // the unperturbed member of a target + adapter pair
+    LowRankFamily family(model, members);
+    const std::string what = "expansion at layer " + std::to_string(family.expand_layer());
+    auto fast_cache = family.new_cache(4), ref_cache = family.new_cache(4);
+    auto step = [&](const torch::Tensor& ids, const torch::Tensor& mask, bool last_only) {
+      const int64_t calls = fast_forward_calls();
+      auto fast = family.forward(ids, &fast_cache, mask, last_only);
+      EXPECT_EQ(fast_forward_calls(), calls + 1) << what << ": the fast path did not run";
+      set_fast_forward_enabled(false);
+      auto ref = family.forward(ids, &ref_cache, mask, last_only);
+      set_fast_forward_enabled(true);
+      EXPECT_EQ(fast_forward_calls(), calls + 1);
+      expect_close(fast, ref, 1e-5, what);
+    };
+    auto b = padded_batch(6);
+    step(b.ids, b.mask, false);
+    torch::manual_seed(6);
+    for (int i = 0; i < 3; ++i) step(torch::randint(3, 500, {2, 1}, torch::kInt64), {}, true);
+    fast_cache.truncate(7);
+    ref_cache.truncate(7);
+    step(torch::randint(3, 500, {2, 2}, torch::kInt64), {}, false);
+    EXPECT_EQ(fast_cache.length(), ref_cache.length());
+  }
+  // TokUR's per-token terms stay on the module path.
+  auto tokur_cfg = NoiseConfig::tokur(3);
+  tokur_cfg.per_token = true;
+  LowRankFamily tokur(model, NoiseSampler(*model, tokur_cfg).members(2));
+  auto cache = tokur.new_cache();
+  const int64_t calls = fast_forward_calls();
+  tokur.forward(padded_batch().ids, &cache);
+  EXPECT_EQ(fast_forward_calls(), calls);
+}
+
 TEST(Family, SeedsAndFamilySize) {
   torch::NoGradGuard no_grad;
   auto model = make_model(16);

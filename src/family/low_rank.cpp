@@ -4,6 +4,7 @@
 #include <set>
 
 #include "family/seeding.h"
+#include "model/kernels.h"
 #include "util/error.h"
 
 namespace drafteu {
@@ -36,7 +37,22 @@ torch::Tensor LowRankTerm::delta_weight() const {
   return torch::matmul(b, a) * scale;
 }
 
-LowRankDelta::LowRankDelta(LowRankTerm term) : term_(std::move(term)) {}
+LowRankDelta::LowRankDelta(LowRankTerm term) : term_(std::move(term)) {
+  const auto& b = term_.b;
+  // Terms that may still be trained (requires_grad) keep the module path, which autograd sees.
+  if (!term_.per_token() && term_.a.scalar_type() == torch::kFloat32 &&
+      b.scalar_type() == torch::kFloat32 && term_.a.device().is_cpu() && b.device().is_cpu() &&
+      !term_.a.requires_grad() && !b.requires_grad()) {
+    torch::NoGradGuard no_grad;
+    a_ = term_.a.contiguous();
+    bt_ = (b * term_.scale).t().contiguous();
+  }
+}
+
+void LowRankDelta::add_raw(const float* x, int64_t rows, float* y) const {
+  kernels::low_rank_add(a_.data_ptr<float>(), bt_.data_ptr<float>(), a_.size(0), a_.size(1),
+                        bt_.size(1), x, rows, y);
+}
 
 void LowRankDelta::set_positions(const torch::Tensor& positions) {
   if (term_.per_token()) token_a_ = term_.redraw->draw(positions, term_.b.options());

@@ -51,6 +51,8 @@ class LowRankDelta : public LinearDelta {
  public:
   explicit LowRankDelta(LowRankTerm term);
   torch::Tensor forward(const torch::Tensor& x) const override;
+  bool adds_raw() const override { return a_.defined(); }
+  void add_raw(const float* x, int64_t rows, float* y) const override;
   // Per-token terms need the positions [N, T] of the next forward's tokens; draws A for them.
   void set_positions(const torch::Tensor& positions);
   const LowRankTerm& term() const { return term_; }
@@ -58,6 +60,7 @@ class LowRankDelta : public LinearDelta {
  private:
   LowRankTerm term_;
   torch::Tensor token_a_;  // [N, T, r, in] for the current call (per-token terms)
+  torch::Tensor a_, bt_;   // fixed float32 CPU terms: A and (scale·B)ᵀ, contiguous
 };
 
 // Deltas attached to a model's linear layers for this object's lifetime.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "model/fast_forward.h"
 #include "util/error.h"
 
 namespace drafteu {
@@ -85,6 +86,16 @@ torch::Tensor LowRankFamily::forward(const torch::Tensor& ids, FamilyCache* cach
   std::vector<std::pair<std::string, std::shared_ptr<LinearDelta>>> deltas(stacked_.begin(),
                                                                            stacked_.end());
   AttachedDeltas attached(*base_, std::move(deltas));
+
+  // Cached calls (decoding, speculative drafting) take the fast path when it can run them: all
+  // K members at once over raw buffers, the base weights streamed once for the K·B rows.
+  const Expansion expansion{k, expand_layer_};
+  if (kv && fast_forward_enabled() &&
+      fast_forward_refusal(*base_, ids, kv, attention_mask, expansion).empty()) {
+    for (auto& [_, d] : stacked_) d->set_active(0, k);
+    auto logits = fast_forward(*base_, ids, kv, attention_mask, last_only, expansion);
+    return logits.view({k, ids.size(0), logits.size(1), logits.size(2)});
+  }
 
   torch::Tensor new_mask;
   auto in = base_->prepare(ids, kv, attention_mask, &new_mask);

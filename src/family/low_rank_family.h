@@ -4,6 +4,8 @@
 // perturbed module adds all members' terms with batched matmuls (StackedDelta). The base weights
 // are read once per call whatever K. A forward attaches the stacked deltas to the base model for
 // the duration of the call, so the base must not be used concurrently from other threads.
+// Cached calls with fixed float32 terms run on model/fast_forward (decoding); the rest, and
+// per-token terms, on the module path.
 #pragma once
 #include <torch/torch.h>
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "model/kernels.h"
 #include "util/error.h"
 
 namespace drafteu {
@@ -14,7 +15,8 @@ StackedDelta::StackedDelta(const std::vector<const LowRankTerm*>& terms, int64_t
                            int64_t out_features, const torch::TensorOptions& options)
     : members_(static_cast<int64_t>(terms.size())),
       active_(static_cast<int64_t>(terms.size())),
-      redraw_(terms.size()) {
+      redraw_(terms.size()),
+      perturbs_(terms.size()) {
   int64_t rank = 0;
   bool any_fixed = false;
   for (const auto* t : terms) {
@@ -30,6 +32,7 @@ StackedDelta::StackedDelta(const std::vector<const LowRankTerm*>& terms, int64_t
   for (int64_t k = 0; k < members_; ++k) {
     const auto* t = terms[static_cast<size_t>(k)];
     if (!t) continue;
+    perturbs_[static_cast<size_t>(k)] = true;
     const int64_t r = t->rank();
     if (t->b.size(0) != out_features || (!t->per_token() && t->a.size(1) != in_features))
       fail("StackedDelta: member ", k, " term shape does not match the module [", out_features,
@@ -39,6 +42,23 @@ StackedDelta::StackedDelta(const std::vector<const LowRankTerm*>& terms, int64_t
       redraw_[static_cast<size_t>(k)] = t->redraw;
     else
       a_t_[k].narrow(1, 0, r).copy_(t->a.detach().t());
+  }
+  if (adds_raw()) a_ = a_t_.transpose(1, 2).contiguous();
+}
+
+bool StackedDelta::adds_raw() const {
+  return !per_token_ && a_t_.scalar_type() == torch::kFloat32 && a_t_.device().is_cpu();
+}
+
+void StackedDelta::add_raw(const float* x, int64_t rows, float* y) const {
+  const int64_t in = a_.size(2), rank = a_.size(1), out = b_t_.size(2), per = rows / active_;
+  const float* a = a_.data_ptr<float>();
+  const float* bt = b_t_.data_ptr<float>();
+  for (int64_t i = 0; i < active_; ++i) {
+    const int64_t k = first_ + i;
+    if (!perturbs_[static_cast<size_t>(k)]) continue;
+    kernels::low_rank_add(a + k * rank * in, bt + k * rank * out, rank, in, out, x + i * per * in,
+                          per, y + i * per * out);
   }
 }
 

@@ -19,6 +19,9 @@ class StackedDelta : public LinearDelta {
   StackedDelta(const std::vector<const LowRankTerm*>& terms, int64_t in_features,
                int64_t out_features, const torch::TensorOptions& options);
   torch::Tensor forward(const torch::Tensor& x) const override;
+  // Fixed float32 terms: x and y hold the active members' rows, member-major.
+  bool adds_raw() const override;
+  void add_raw(const float* x, int64_t rows, float* y) const override;
 
   bool per_token() const { return per_token_; }
   // Per-token terms: draws every member's A for the next call's positions [B, T].
@@ -31,8 +34,10 @@ class StackedDelta : public LinearDelta {
   int64_t members_;
   int64_t first_ = 0, active_ = 0;
   bool per_token_ = false;
-  torch::Tensor a_t_;  // [K, in, r], fixed terms
-  torch::Tensor b_t_;  // [K, r, out], scale folded in
+  torch::Tensor a_t_;           // [K, in, r], fixed terms
+  torch::Tensor b_t_;           // [K, r, out], scale folded in
+  torch::Tensor a_;             // [K, r, in]: a_t_ transposed, the raw path's row layout
+  std::vector<bool> perturbs_;  // member k has a term here
   std::vector<std::optional<TokenRedraw>> redraw_;
   torch::Tensor token_a_;  // [K, B, T, r, in] for the current call
 };

@@ -24,8 +24,11 @@ constexpr int64_t kGemmWork = int64_t{1} << 22;
 // more than it saves on smaller work (stories260K never splits; a 15M model splits its lm_head).
 constexpr int64_t kParallelWork = int64_t{1} << 18;
 
-bool has_deltas(const LinearImpl& l) {
-  return !l.deltas().empty();
+// Every delta attached to `l` has a raw form the fast path can add.
+bool raw_deltas(const LinearImpl& l) {
+  for (const auto& d : l.deltas())
+    if (!d->adds_raw()) return false;
+  return true;
 }
 
 // y [rows, out] = x [rows, in] · wᵀ.
@@ -49,7 +52,14 @@ void project(const torch::Tensor& w, const float* x, int64_t rows, float* y) {
     at::parallel_for(0, out, 64, run);
 }
 
+// The base weight once for all rows, then each attached delta's term.
+void project(const LinearImpl& l, const float* x, int64_t rows, float* y) {
+  project(l.weight, x, rows, y);
+  for (const auto& d : l.deltas()) d->add_raw(x, rows, y);
+}
+
 std::atomic<bool> g_enabled{true};
+std::atomic<int64_t> g_calls{0};
 
 void add_into(float* x, const float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];
@@ -63,9 +73,13 @@ void set_fast_forward_enabled(bool on) {
 bool fast_forward_enabled() {
   return g_enabled;
 }
+int64_t fast_forward_calls() {
+  return g_calls;
+}
 
 std::string fast_forward_refusal(const LlamaForCausalLMImpl& model, const torch::Tensor& ids,
-                                 const KVCache* cache, const torch::Tensor& attention_mask) {
+                                 const KVCache* cache, const torch::Tensor& attention_mask,
+                                 const Expansion& expansion) {
   const auto& norm = model.backbone->norm->weight;
   if (torch::GradMode::is_enabled() && norm.requires_grad()) return "gradients are needed";
   if (at::autocast::is_cpu_enabled()) return "autocast is on";
@@ -75,29 +89,32 @@ std::string fast_forward_refusal(const LlamaForCausalLMImpl& model, const torch:
       !(ids.scalar_type() == torch::kInt64 || ids.scalar_type() == torch::kInt32))
     return "ids are not a non-empty [batch, time] integer tensor on the CPU";
   const int64_t b = ids.size(0), t = ids.size(1), past = cache ? cache->length() : 0;
+  const int64_t layers = model.config().num_hidden_layers;
+  if (expansion.members < 1 || expansion.layer < 0 || expansion.layer > layers)
+    return "the expansion is out of range";
   if (attention_mask.defined() &&
       (attention_mask.dim() != 2 || attention_mask.size(0) != b ||
        !attention_mask.device().is_cpu() ||
        (attention_mask.size(1) != t && attention_mask.size(1) != past + t)))
     return "the attention mask's shape is not one forward accepts";
   if (cache) {
-    if (cache->num_layers() != model.config().num_hidden_layers)
-      return "the cache has another number of layers";
+    if (cache->num_layers() != layers) return "the cache has another number of layers";
     if (past > 0 && (!cache->key_mask().defined() || cache->key_mask().size(0) != b))
       return "the cache holds another batch";
     for (int64_t l = 0; l < cache->num_layers(); ++l) {
       const int64_t n = cache->layer_batch(l);
-      if (n != -1 && n != b) return "the cache is expanded by a family";
+      if (n != -1 && n != (l >= expansion.layer ? expansion.members * b : b))
+        return "the cache is expanded otherwise";
     }
   }
-  if (model.lm_head && (has_deltas(*model.lm_head) || !model.lm_head->weight.is_contiguous()))
-    return "lm_head has adapters";
+  if (model.lm_head && (!raw_deltas(*model.lm_head) || !model.lm_head->weight.is_contiguous()))
+    return "lm_head has deltas without a raw form, or is not contiguous";
   for (const auto& layer : model.backbone->layer_list) {
     const auto& a = *layer->self_attn;
     const auto& m = *layer->mlp;
     for (const LinearImpl* l : {&*a.q_proj, &*a.k_proj, &*a.v_proj, &*a.o_proj, &*m.gate_proj,
                                 &*m.up_proj, &*m.down_proj}) {
-      if (has_deltas(*l)) return "a linear layer has adapters (LoRA, low-rank deltas)";
+      if (!raw_deltas(*l)) return "a linear layer has deltas without a raw form (training LoRA)";
       if (!l->weight.is_contiguous()) return "a weight is not contiguous";
     }
   }
@@ -105,12 +122,14 @@ std::string fast_forward_refusal(const LlamaForCausalLMImpl& model, const torch:
 }
 
 torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tensor& ids_in,
-                           KVCache* cache, const torch::Tensor& attention_mask, bool last_only) {
+                           KVCache* cache, const torch::Tensor& attention_mask, bool last_only,
+                           const Expansion& expansion) {
+  ++g_calls;
   const auto& c = model.config();
   const int64_t B = ids_in.size(0), T = ids_in.size(1), R = B * T;
   const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const int64_t H = c.num_attention_heads, Hkv = c.num_key_value_heads, hd = c.head_dim;
-  const int64_t groups = H / Hkv;
+  const int64_t groups = H / Hkv, K = expansion.members;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
 
@@ -143,18 +162,25 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
     }
   }
 
-  // Activations, one row per (sequence, new token).
+  // Activations, one row per (member, sequence, new token); R rows before the expansion, K·R
+  // after it (row k·R + r is member k's copy of row r).
+  const int64_t KR = K * R;
   thread_local std::vector<float> work;
-  const int64_t need = R * (2 * D + 2 * H * hd + 2 * Hkv * hd + 2 * F);
+  const int64_t need = KR * (2 * D + 2 * H * hd + 2 * Hkv * hd + 2 * F);
   if (static_cast<int64_t>(work.size()) < need) work.resize(static_cast<size_t>(need));
   float* x = work.data();
-  float* xn = x + R * D;
-  float* q = xn + R * D;
-  float* att = q + R * H * hd;
-  float* k = att + R * H * hd;
-  float* v = k + R * Hkv * hd;
-  float* gate = v + R * Hkv * hd;
-  float* up = gate + R * F;
+  float* xn = x + KR * D;
+  float* q = xn + KR * D;
+  float* att = q + KR * H * hd;
+  float* k = att + KR * H * hd;
+  float* v = k + KR * Hkv * hd;
+  float* gate = v + KR * Hkv * hd;
+  float* up = gate + KR * F;
+  int64_t rows = R;
+  auto expand = [&] {
+    for (int64_t m = 1; m < K; ++m) std::copy(x, x + R * D, x + m * R * D);
+    rows = KR;
+  };
 
   const auto& embed = model.backbone->embed_tokens->weight;
   const float* E = embed.data_ptr<float>();
@@ -164,82 +190,89 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
       fail("forward: token id ", id[r], " is outside the vocabulary (", V, ")");
     std::copy(E + id[r] * D, E + (id[r] + 1) * D, x + r * D);
   }
-  // Rotary cos | sin per row, shared by every layer and head.
+  // Rotary cos | sin per row, shared by every layer, head and member.
   std::vector<float> rope(static_cast<size_t>(R * hd));
   const float* inv_freq = model.inv_freq().data_ptr<float>();
   for (int64_t r = 0; r < R; ++r)
     kernels::rope_table(inv_freq, hd, pos[static_cast<size_t>(r)], rope.data() + r * hd,
                         rope.data() + r * hd + hd / 2);
   auto norm_rows = [&](const float* w) {
-    for (int64_t r = 0; r < R; ++r) kernels::rms_norm(x + r * D, w, eps, D, xn + r * D);
+    for (int64_t r = 0; r < rows; ++r) kernels::rms_norm(x + r * D, w, eps, D, xn + r * D);
   };
 
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    if (l == expansion.layer && K > 1) expand();
     const auto& layer = *model.backbone->layer_list[static_cast<size_t>(l)];
     const auto& A = *layer.self_attn;
     norm_rows(layer.input_layernorm->weight.data_ptr<float>());
-    project(A.q_proj->weight, xn, R, q);
-    project(A.k_proj->weight, xn, R, k);
-    project(A.v_proj->weight, xn, R, v);
-    auto [kbuf, vbuf] = kv.reserve(l, B, Hkv, T, hd, embed.options());
+    project(*A.q_proj, xn, rows, q);
+    project(*A.k_proj, xn, rows, k);
+    project(*A.v_proj, xn, rows, v);
+    // The cache holds one row per (member, sequence): rows / T of them, member-major.
+    auto [kbuf, vbuf] = kv.reserve(l, rows / T, Hkv, T, hd, embed.options());
     const int64_t cap = kbuf.size(2);
-    float* K = kbuf.data_ptr<float>();
+    float* Kc = kbuf.data_ptr<float>();
     float* Vc = vbuf.data_ptr<float>();
-    for (int64_t r = 0; r < R; ++r) {
-      const int64_t b = r / T, j = r % T;
-      const float* cs = rope.data() + r * hd;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = r / T, j = r % T;
+      const float* cs = rope.data() + (r % R) * hd;
       for (int64_t h = 0; h < H; ++h)
         kernels::rope_rotate(q + (r * H + h) * hd, cs, cs + hd / 2, hd);
       for (int64_t g = 0; g < Hkv; ++g) {
         float* kr = k + (r * Hkv + g) * hd;
         kernels::rope_rotate(kr, cs, cs + hd / 2, hd);
-        const int64_t at = ((b * Hkv + g) * cap + past + j) * hd;
-        std::copy(kr, kr + hd, K + at);
+        const int64_t at = ((n * Hkv + g) * cap + past + j) * hd;
+        std::copy(kr, kr + hd, Kc + at);
         std::copy(v + (r * Hkv + g) * hd, v + (r * Hkv + g + 1) * hd, Vc + at);
       }
     }
-    // Attention, one (sequence, token) row per task: causal over the real keys.
+    // Attention, one (member, sequence, token) row per task: causal over the sequence's real
+    // keys, which every member shares.
     auto attend_rows = [&](int64_t begin, int64_t end) {
       std::vector<float> scores(static_cast<size_t>(S));
       std::vector<uint8_t> allowed(static_cast<size_t>(S));
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t b = r / T, j = r % T;
+        const int64_t n = r / T, j = r % T, b = (r % R) / T;
         for (int64_t s = 0; s < S; ++s)
           allowed[static_cast<size_t>(s)] = keys[static_cast<size_t>(b * S + s)] && s <= past + j;
         for (int64_t h = 0; h < H; ++h) {
-          const int64_t g = h / groups, base = (b * Hkv + g) * cap * hd;
-          kernels::attend(q + (r * H + h) * hd, K + base, Vc + base, allowed.data(), S, hd, scale,
+          const int64_t g = h / groups, base = (n * Hkv + g) * cap * hd;
+          kernels::attend(q + (r * H + h) * hd, Kc + base, Vc + base, allowed.data(), S, hd, scale,
                           scores.data(), att + (r * H + h) * hd);
         }
       }
     };
-    if (R * S * H * hd < kParallelWork || R < 2)
-      attend_rows(0, R);
+    if (rows * S * H * hd < kParallelWork || rows < 2)
+      attend_rows(0, rows);
     else
-      at::parallel_for(0, R, 1, attend_rows);
-    project(A.o_proj->weight, att, R, xn);
-    add_into(x, xn, R * D);
+      at::parallel_for(0, rows, 1, attend_rows);
+    project(*A.o_proj, att, rows, xn);
+    add_into(x, xn, rows * D);
 
     const auto& M = *layer.mlp;
     norm_rows(layer.post_attention_layernorm->weight.data_ptr<float>());
-    project(M.gate_proj->weight, xn, R, gate);
-    project(M.up_proj->weight, xn, R, up);
-    kernels::silu_mul(gate, up, R * F);
-    project(M.down_proj->weight, gate, R, xn);
-    add_into(x, xn, R * D);
+    project(*M.gate_proj, xn, rows, gate);
+    project(*M.up_proj, xn, rows, up);
+    kernels::silu_mul(gate, up, rows * F);
+    project(*M.down_proj, gate, rows, xn);
+    add_into(x, xn, rows * D);
   }
   if (cache) cache->commit(new_mask);
+  if (rows < KR) expand();  // only lm_head is perturbed
 
   // Final norm and lm_head over the rows asked for.
-  const int64_t Tout = last_only ? 1 : T, Rout = B * Tout;
-  for (int64_t b = 0; b < B; ++b)
+  const int64_t N = rows / T, Tout = last_only ? 1 : T;
+  for (int64_t n = 0; n < N; ++n)
     for (int64_t j = 0; j < Tout; ++j) {
-      const int64_t src = b * T + (last_only ? T - 1 : j);
+      const int64_t src = n * T + (last_only ? T - 1 : j);
       kernels::rms_norm(x + src * D, model.backbone->norm->weight.data_ptr<float>(), eps, D,
-                        xn + (b * Tout + j) * D);
+                        xn + (n * Tout + j) * D);
     }
-  auto logits = torch::empty({B, Tout, V}, torch::kFloat32);
-  project(model.lm_head ? model.lm_head->weight : embed, xn, Rout, logits.data_ptr<float>());
+  auto logits = torch::empty({N, Tout, V}, torch::kFloat32);
+  if (model.lm_head)
+    project(*model.lm_head, xn, N * Tout, logits.data_ptr<float>());
+  else
+    project(embed, xn, N * Tout, logits.data_ptr<float>());
   return logits;
 }
 

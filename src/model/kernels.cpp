@@ -139,6 +139,13 @@ void axpy(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void low_rank_add(const float* a, const float* bt, int64_t r, int64_t in, int64_t out,
+                  const float* x, int64_t rows, float* y) {
+  for (int64_t row = 0; row < rows; ++row)
+    for (int64_t j = 0; j < r; ++j)
+      axpy(dot(a + j * in, x + row * in, in), bt + j * out, y + row * out, out);
+}
+
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out) {
   const float ms = dot(x, x, n) / static_cast<float>(n);
   const float r = 1.0f / std::sqrt(ms + eps);

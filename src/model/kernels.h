@@ -16,6 +16,11 @@ void matvec_rows(const float* w, int64_t in, int64_t row_begin, int64_t row_end,
 float dot(const float* a, const float* b, int64_t n);
 void axpy(float a, const float* x, float* y, int64_t n);  // y += a * x
 
+// A low-rank term on `rows` input rows: y[row] += Σ_j (a_j · x[row]) bt_j, with a [r, in] and
+// bt [r, out] row-major (bt = (scale·B)ᵀ, so both factors are read as contiguous rows).
+void low_rank_add(const float* a, const float* bt, int64_t r, int64_t in, int64_t out,
+                  const float* x, int64_t rows, float* y);
+
 // out = weight * x / sqrt(mean(x^2) + eps), in float as transformers computes it.
 void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* out);
 

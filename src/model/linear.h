@@ -14,6 +14,12 @@ class LinearDelta {
   virtual ~LinearDelta() = default;
   // x: [N, T, in] -> this delta's additive contribution, [N, T, out].
   virtual torch::Tensor forward(const torch::Tensor& x) const = 0;
+
+  // The fast path's form (model/fast_forward), for float32 deltas that need nothing per call:
+  // y [rows, out] += this delta's contribution for x [rows, in], rows ordered as forward's N·T.
+  // Deltas that cannot (per-token draws, training) keep the default and the module path runs.
+  virtual bool adds_raw() const { return false; }
+  virtual void add_raw(const float* /*x*/, int64_t /*rows*/, float* /*y*/) const {}
 };
 
 class LinearImpl : public torch::nn::Module {
