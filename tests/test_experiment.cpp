@@ -13,6 +13,9 @@
 
 #include "distill/data.h"
 #include "eval/experiment_config.h"
+#include "family/low_rank_family.h"
+#include "family/noise.h"
+#include "model/checkpoint.h"
 #include "model/config.h"
 #include "test_errors.h"
 #include "test_support.h"
@@ -129,6 +132,53 @@ double auroc_of(const std::vector<double>& score, const std::vector<int>& positi
   return pairs > 0 ? wins / pairs : std::nan("");
 }
 
+// mean_m KL(p_m ‖ p̄) per position of logits [K, T, V], computed here with torch alone.
+torch::Tensor mean_kl_to_mean(const torch::Tensor& logits) {
+  auto logp = torch::log_softmax(logits.to(torch::kFloat64), -1);
+  auto logbar = torch::log(logp.exp().mean(0));
+  return (logp.exp() * (logp - logbar)).sum(-1).mean(0);
+}
+
+// TokUR's detection scores are the EU of TokUR's own family (B.5: per-token redraws of the
+// target's q/v projections, member 0 unperturbed, K = tokur_samples), recomputed here for one
+// answer; the truth's family on the same answer gives other numbers, so a swap fails.
+void expect_tokur_scores_its_own_family(const json& r, const fs::path& out) {
+  std::istringstream in(read_text_file(out / "tokens_detection.jsonl"));
+  std::string line;
+  ASSERT_TRUE(static_cast<bool>(std::getline(in, line)));
+  const json a = json::parse(line);
+  const auto prompt = a["prompt_ids"].get<std::vector<int64_t>>();
+  const auto response = a["ids"].get<std::vector<int64_t>>();
+  const auto reported = a["eu"]["tokur"].get<std::vector<double>>();
+  ASSERT_EQ(reported.size(), response.size());
+  torch::NoGradGuard no_grad;
+  LoadedModel target = load_model(r["testbed"]["target"].get<std::string>());
+  std::vector<int64_t> ids = prompt;
+  ids.insert(ids.end(), response.begin(), response.end() - 1);
+  const auto input = torch::tensor(ids, torch::kInt64).unsqueeze(0);
+  const int64_t first = static_cast<int64_t>(prompt.size()) - 1;
+  const int64_t n = static_cast<int64_t>(response.size());
+  auto eu_of = [&](NoiseConfig noise, int64_t members) {
+    LowRankFamily family(target.model, NoiseSampler(*target.model, noise).members(members));
+    return mean_kl_to_mean(family.forward(input).select(1, 0).narrow(1, first, n));
+  };
+  const uint64_t seed = r["config"]["seed"].get<uint64_t>();
+  auto tokur = NoiseConfig::tokur(seed * 100 + 50);  // detection set 0
+  tokur.per_token = tokur.keep_unperturbed = true;
+  const auto own = eu_of(tokur, r["config"]["detection"]["tokur_samples"].get<int64_t>());
+  const auto& fam = r["config"]["family"];
+  auto truth = NoiseConfig::target_family(seed * 100 + 50);
+  truth.sigma = fam["sigma"].get<double>();
+  truth.rank = fam["rank"].get<int64_t>();
+  truth.relative = fam["relative"].get<bool>();
+  truth.target_modules = fam["modules"].get<std::vector<std::string>>();
+  const auto other = eu_of(truth, fam["members"].get<int64_t>());
+  const auto got = torch::tensor(reported, torch::kFloat64);
+  const double tol = 1e-3 * own.abs().max().item<double>() + 1e-7;
+  EXPECT_LE((got - own).abs().max().item<double>(), tol) << "TokUR scored another family";
+  EXPECT_GT((other - own).abs().max().item<double>(), 10 * tol) << "the check could not fail";
+}
+
 // Wiring the tiny run's numbers cannot hide: each check fails if a model or a score is swapped.
 void expect_wiring(const json& r, const fs::path& out) {
   const uint64_t seed = r["config"]["seed"].get<uint64_t>();
@@ -191,6 +241,15 @@ void expect_wiring(const json& r, const fs::path& out) {
         << auroc_of(max_eu, wrong);
   }
   EXPECT_EQ(r["detection"]["ddd"]["sets"][0]["model"]["feature"][0], "eu_mean");
+  // p_mix's OSD teachers are members of the truth's family: the same noise, seed and size (B.1).
+  const json osd_key = json::parse(read_text_file(
+      fs::path(step_of(r, "proxy-osd")["dir"].get<std::string>()) / "manifest.json"))["key"];
+  EXPECT_EQ(osd_key["osd"]["teachers"], "family");
+  EXPECT_EQ(osd_key["osd"]["teacher_noise"], osd_key["family"]["noise"]);
+  EXPECT_EQ(osd_key["osd"]["teacher_noise"]["seed"].get<uint64_t>(), seed);
+  EXPECT_EQ(osd_key["osd"]["family_members"], r["config"]["family"]["members"]);
+  EXPECT_EQ(osd_key["osd"]["n_teachers"], 2);
+  expect_tokur_scores_its_own_family(r, out);
   // TokUR at K = 3 and K = 10 are two families; p_mix is not the target.
   EXPECT_NE(r["proxy"]["pmix"]["k3"]["runs"], r["proxy"]["orig"]["k3"]["runs"]);
 }

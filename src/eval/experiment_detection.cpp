@@ -146,6 +146,8 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
                           {"reference", answers[i].reference},
                           {"text", answers[i].text},
                           {"pieces", answers[i].pieces},
+                          {"prompt_ids", answers[i].prompt},
+                          {"ids", answers[i].response},
                           {"eu", eu}}) +
                "\n";
     }
