@@ -5,10 +5,17 @@
 // Models: stories260K (the real GGUF from $DRAFTEU_SHARED or --model=PATH, else the preset shape)
 // and the ~15M stories15m preset. Threads: --threads=N or $DRAFTEU_THREADS (default 1).
 // --max_rows=N sets the family's member chunking; --profile=decode|score[15m] writes a trace.
-// Goals printed at the end: decode K=6 / one member <= 1.5x; scoring batched / sequential <= 0.8x.
+// Printed at the end: decode K=6 / one member (goal <= 1.5x); scoring batched / sequential (the
+// old <= 0.8x goal is retired: with all seven modules perturbed the members share no base
+// computation); and scoring's achieved GFLOP/s (GFLOP counter: the forward's multiply-adds x 2)
+// against this machine's FMA peak per thread, measured here with an AVX2 and an AVX-512 loop.
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -26,7 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int64_t kWarm = 64, kScoreBatch = 8, kScoreLen = 128;
+constexpr int64_t kWarm = 64, kScoreBatch = 8, kScoreLen = 128, kRank = 16;
 const std::vector<int64_t> kMembers = {1, 3, 6, 10};
 
 struct Setup {
@@ -61,13 +68,69 @@ void add_setup(const std::string& name, LlamaForCausalLM model) {
   s->name = name;
   s->model = model;
   NoiseConfig cfg = NoiseConfig::target_family(1234);
-  cfg.rank = 16;
+  cfg.rank = kRank;
   NoiseSampler sampler(*model, cfg);
   for (int64_t k : kMembers) {
     s->families[k] = std::make_unique<LowRankFamily>(model, sampler.members(k));
     if (g_max_rows > 0) s->families[k]->set_max_rows(g_max_rows);
   }
   g_setups.push_back(std::move(s));
+}
+
+// Floating-point operations of one forward over b x t tokens without a cache, per member: every
+// linear layer and lm_head (2 per multiply-add), the members' rank-r terms and causal attention.
+double forward_flops(const LlamaConfig& c, int64_t b, int64_t t, int64_t rank) {
+  const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
+  const double q = static_cast<double>(c.num_attention_heads * c.head_dim);
+  const double kv = static_cast<double>(c.num_key_value_heads * c.head_dim);
+  const double linear = d * (q + 2 * kv) + q * d + 3 * d * f;
+  const double low_rank =
+      static_cast<double>(rank) * ((d + q) + 2 * (d + kv) + (q + d) + 2 * (d + f) + (f + d));
+  const double rows = static_cast<double>(b * t);
+  const double keys = static_cast<double>(t + 1) / 2;  // causal: the mean keys per query
+  const double layers = static_cast<double>(c.num_hidden_layers);
+  return 2 * rows *
+         (layers * (linear + low_rank + 2 * q * keys) + d * static_cast<double>(c.vocab_size));
+}
+
+// The FMA peak of one thread: independent accumulators, so the loop is bound by the FMA units.
+__attribute__((target("avx2,fma"))) double peak_avx2(double seconds) {
+  __m256 acc[10];
+  for (auto& a : acc) a = _mm256_set1_ps(1.0f);
+  const __m256 m = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
+  int64_t iters = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double dt = 0;
+  while (dt < seconds) {
+    for (int i = 0; i < 100000; ++i)
+      for (auto& a : acc) a = _mm256_fmadd_ps(a, m, c);
+    iters += 100000;
+    dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  float sink = 0;
+  for (auto& a : acc) sink += _mm256_cvtss_f32(a);
+  benchmark::DoNotOptimize(sink);
+  return static_cast<double>(iters) * 10 * 8 * 2 / dt / 1e9;
+}
+
+__attribute__((target("avx512f"))) double peak_avx512(double seconds) {
+  __m512 acc[12];
+  for (auto& a : acc) a = _mm512_set1_ps(1.0f);
+  const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(1e-4f);
+  int64_t iters = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double dt = 0;
+  while (dt < seconds) {
+    for (int i = 0; i < 100000; ++i)
+      for (auto& a : acc) a = _mm512_fmadd_ps(a, m, c);
+    iters += 100000;
+    dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  float sink = 0;
+  float lanes[16];
+  for (auto& a : acc) _mm512_storeu_ps(lanes, a), sink += lanes[0];
+  benchmark::DoNotOptimize(sink);
+  return static_cast<double>(iters) * 12 * 16 * 2 / dt / 1e9;
 }
 
 torch::Tensor random_ids(int64_t vocab, int64_t b, int64_t t) {
@@ -118,6 +181,10 @@ void bm_score(benchmark::State& state, Setup* s, int64_t k, int mode) {
   };
   run();  // warm-up: first-touch allocations are not what is measured
   for (auto _ : state) run();
+  const double flops = static_cast<double>(mode == 1 ? 1 : k) *
+                       forward_flops(s->model->config(), kScoreBatch, kScoreLen, kRank);
+  state.counters["GFLOP"] =
+      benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Collects real and CPU times so the ratios can be printed after the console table (on a shared
@@ -214,6 +281,17 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+  // One thread's FMA peak, measured before the benchmarks (a shared machine lowers it too).
+  const bool avx512 = __builtin_cpu_supports("avx512f");
+  // The best of ten short trials: interference from other jobs only ever lowers a trial.
+  double peak2 = 0, peak512 = 0;
+  for (int i = 0; i < 10; ++i) {
+    peak2 = std::max(peak2, peak_avx2(0.05));
+    if (avx512) peak512 = std::max(peak512, peak_avx512(0.05));
+  }
+  const int threads_used = torch::get_num_threads();
+  std::printf("FMA peak per thread (measured): AVX2 %.1f GFLOP/s, AVX-512 %s\n", peak2,
+              avx512 ? (std::to_string(static_cast<int>(peak512)) + " GFLOP/s").c_str() : "n/a");
   benchmark::Initialize(&rest_argc, rest.data());
   RatioReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
@@ -230,8 +308,8 @@ int main(int argc, char** argv) {
     return std::string(buf);
   };
   std::printf(
-      "\nratios, threads %d (goals: decode K=6/one member <= 1.5x, score batched/sequential <= "
-      "0.8x)\n",
+      "\nratios, threads %d (goal: decode K=6/one member <= 1.5x; score batched/sequential and "
+      "GFLOP/s against the peak, no goal)\n",
       torch::get_num_threads());
   for (auto& s : g_setups) {
     for (int64_t k : kMembers) {
@@ -241,9 +319,23 @@ int main(int argc, char** argv) {
                   s->name.c_str(), static_cast<long>(k),
                   ratio("decode/" + p + "batched", one, k == 6 ? 1.5 : 0).c_str(),
                   ratio("decode/" + p + "batched", "decode/" + p + "sequential", 0).c_str());
-      std::printf(
-          "%-18s K=%-2ld score  batched/sequential %s\n", s->name.c_str(), static_cast<long>(k),
-          ratio("score/" + p + "batched", "score/" + p + "sequential", k > 1 ? 0.8 : 0).c_str());
+      std::printf("%-18s K=%-2ld score  batched/sequential %s\n", s->name.c_str(),
+                  static_cast<long>(k),
+                  ratio("score/" + p + "batched", "score/" + p + "sequential", 0).c_str());
+      auto it = reporter.times.find("score/" + p + "batched");
+      if (it != reporter.times.end()) {
+        const double gflops = static_cast<double>(k) *
+                              forward_flops(s->model->config(), kScoreBatch, kScoreLen, kRank) /
+                              (it->second.first * 1e-3) / 1e9;  // times are in ms
+        std::printf(
+            "%-18s K=%-2ld score  batched %.1f GFLOP/s = %.0f%% of the %d-thread AVX2 peak, %s\n",
+            s->name.c_str(), static_cast<long>(k), gflops, 100 * gflops / (peak2 * threads_used),
+            threads_used,
+            avx512 ? (std::to_string(static_cast<int>(100 * gflops / (peak512 * threads_used))) +
+                      "% of the AVX-512 peak")
+                         .c_str()
+                   : "no AVX-512");
+      }
     }
   }
   benchmark::Shutdown();

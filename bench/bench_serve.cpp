@@ -12,10 +12,14 @@
 // (random init: acceptance comes from two near-flat distributions, the numbers are for timing).
 // Only the 110m setup has the paper's proportions (a target tens of times the draft's cost);
 // at 15m the three drafts' 32k-vocabulary heads cost about as much as the target itself.
+// --pair=DIR adds a trained pair: DIR/target and DIR/draft as `drafteu testbed` writes them (the
+// draft distilled from the target), prompted with DIR/test.jsonl's questions in the testbed's
+// format and stopped at EOS: the setup where speculative decoding should pay.
 // Sampling at temperature 1.
 // Printed at the end: specK_unc / specK and / spec1 (goal <= 1.10), specK_unc / tokur (goal
 // <= 0.33), acceptance rates and the uncertainty time fraction the decoder measured itself.
-// Threads: --threads=N or $DRAFTEU_THREADS (default 1). Tokens per run: --tokens=N (default 64).
+// Threads: --threads=N or $DRAFTEU_THREADS (default 1). Tokens per run: --tokens=N (default 64);
+// runs per benchmark: --iterations=N (default 3), run i on prompt i mod the setup's prompts.
 // γ: --gamma-schedule=heuristic|cost-aware|fixed (default heuristic, as serve).
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
@@ -24,10 +28,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "family/lora.h"
 #include "family/low_rank_family.h"
@@ -35,6 +42,7 @@
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "model/runtime.h"
+#include "model/tokenizer/tokenizer.h"
 #include "serve/speculative.h"
 #include "uncertainty/uncertainty.h"
 
@@ -44,6 +52,7 @@ namespace fs = std::filesystem;
 namespace {
 
 int64_t g_tokens = 64;
+int g_iterations = 3;
 std::string g_schedule = "heuristic";
 constexpr int64_t kK = 3;
 
@@ -53,7 +62,11 @@ struct Setup {
   std::shared_ptr<Family> drafts1, draftsK;
   std::shared_ptr<LowRankFamily> tokur;
   MemberDeltas adapter;
-  std::vector<int64_t> prompt;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<int64_t> stop_ids;
+  const std::vector<int64_t>& prompt(int64_t run) const {
+    return prompts[static_cast<size_t>(run) % prompts.size()];
+  }
 };
 std::vector<std::unique_ptr<Setup>> g_setups;
 
@@ -68,7 +81,7 @@ LlamaForCausalLM frozen(LlamaForCausalLM m) {
   return m;
 }
 
-void add_setup(const std::string& name, LlamaForCausalLM target, LlamaForCausalLM draft) {
+Setup& add_setup(const std::string& name, LlamaForCausalLM target, LlamaForCausalLM draft) {
   auto s = std::make_unique<Setup>();
   s->name = name;
   s->target = frozen(target);
@@ -87,8 +100,27 @@ void add_setup(const std::string& name, LlamaForCausalLM target, LlamaForCausalL
     for (auto& [n, l] : adapter->layers()) l->lora_B.normal_(0.0, 0.05);
   }
   s->adapter = adapter->to_member();
-  s->prompt = {1, 403, 407, 261, 378};  // BOS + a few ids valid in both vocabularies
+  s->prompts = {{1, 403, 407, 261, 378}};  // BOS + a few ids valid in both vocabularies
   g_setups.push_back(std::move(s));
+  return *g_setups.back();
+}
+
+// A trained pair from `drafteu testbed`: its first test questions as prompts, EOS as the stop.
+void add_pair(const fs::path& dir) {
+  auto target = load_model(dir / "target");
+  auto draft = load_model(dir / "draft");
+  auto& s = add_setup("pair", target.model, draft.model);
+  const Tokenizer& tok = *target.tokenizer;
+  std::ifstream in(dir / "test.jsonl");
+  std::string line;
+  s.prompts.clear();
+  while (s.prompts.size() < 16 && std::getline(in, line)) {
+    const auto q = nlohmann::json::parse(line).at("question").get<std::string>();
+    const auto ids = tok.encode("Question: " + q + "\nAnswer:", tok.bos_id().has_value());
+    s.prompts.emplace_back(ids.begin(), ids.end());
+  }
+  if (s.prompts.empty()) throw std::runtime_error("bench_serve: no questions in " + dir.string());
+  for (auto id : tok.eos_ids()) s.stop_ids.push_back(id);
 }
 
 void record(benchmark::State& state, const std::string& key, double seconds, int64_t tokens,
@@ -107,12 +139,13 @@ double now() {
 void bm_plain(benchmark::State& state, Setup* s) {
   GenerateOptions o;
   o.max_new_tokens = g_tokens;
+  o.stop_ids = s->stop_ids;
   double t = 0;
-  int64_t n = 0;
+  int64_t n = 0, run = 0;
   for (auto _ : state) {
-    o.seed = static_cast<uint64_t>(n);
+    o.seed = static_cast<uint64_t>(run);
     double t0 = now();
-    n += static_cast<int64_t>(generate(*s->target, s->prompt, o).size());
+    n += static_cast<int64_t>(generate(*s->target, s->prompt(run++), o).size());
     t += now() - t0;
   }
   record(state, s->name + "/plain", t, n);
@@ -124,15 +157,17 @@ void bm_spec(benchmark::State& state, Setup* s, int mode) {
                                 mode == 3 ? std::optional<MemberDeltas>(s->adapter) : std::nullopt);
   serve::SpeculativeOptions o;
   o.max_new_tokens = g_tokens;
+  o.stop_ids = s->stop_ids;
   o.uncertainty = mode >= 2;
   o.gamma.set_rule(g_schedule);
   double t = 0, unc = 0, draft = 0, verify = 0;
   int64_t n = 0, proposed = 0, accepted = 0;
   uint64_t seed = 0;
   for (auto _ : state) {
+    const auto& prompt = s->prompt(static_cast<int64_t>(seed));
     o.seed = seed++;
     double t0 = now();
-    auto r = dec.generate(s->prompt, o);
+    auto r = dec.generate(prompt, o);
     t += now() - t0;
     n += static_cast<int64_t>(r.tokens.size());
     proposed += r.stats.proposed, accepted += r.stats.accepted;
@@ -156,17 +191,18 @@ void bm_spec(benchmark::State& state, Setup* s, int mode) {
 void bm_tokur(benchmark::State& state, Setup* s, bool batched) {
   torch::NoGradGuard ng;
   auto& fam = *s->tokur;
-  const auto capacity = static_cast<int64_t>(s->prompt.size()) + g_tokens;
   double t = 0;
   int64_t n = 0;
   for (auto _ : state) {
+    const auto& prompt = s->prompt(n / g_tokens);
+    const auto capacity = static_cast<int64_t>(prompt.size()) + g_tokens;
     Sampler sampler(static_cast<uint64_t>(n));
     double t0 = now();
     auto cache = fam.new_cache(capacity);
     std::vector<KVCache> member_caches;
     for (int64_t k = 0; k < fam.size(); ++k)
       member_caches.push_back(fam.base()->new_cache(capacity));
-    auto ids = torch::tensor(s->prompt).unsqueeze(0);
+    auto ids = torch::tensor(prompt).unsqueeze(0);
     for (int64_t i = 0; i < g_tokens; ++i) {
       torch::Tensor logits;
       if (batched) {
@@ -200,6 +236,7 @@ double ratio(const std::string& a, const std::string& b) {
 int main(int argc, char** argv) {
   ensure_blas_kernels(argv);  // OpenBLAS's right kernels for this CPU (model/runtime)
   int threads = 1;
+  std::string pair;
   if (const char* t = std::getenv("DRAFTEU_THREADS")) threads = std::atoi(t);
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
@@ -208,6 +245,10 @@ int main(int argc, char** argv) {
       threads = std::stoi(a.substr(10));
     else if (a.rfind("--tokens=", 0) == 0)
       g_tokens = std::stoll(a.substr(9));
+    else if (a.rfind("--iterations=", 0) == 0)
+      g_iterations = std::stoi(a.substr(13));
+    else if (a.rfind("--pair=", 0) == 0)
+      pair = a.substr(7);
     else if (a.rfind("--gamma-schedule=", 0) == 0)
       g_schedule = a.substr(17);
     else
@@ -241,12 +282,13 @@ int main(int argc, char** argv) {
   LlamaForCausalLM huge(LlamaConfig::preset("stories110m"));
   LlamaForCausalLM small2(small_cfg);
   add_setup("stories110m-random", huge, small2);
+  if (!pair.empty()) add_pair(pair);
 
   for (auto& s : g_setups) {
     auto reg = [&](const std::string& name, auto fn) {
       benchmark::RegisterBenchmark((s->name + "/" + name).c_str(), fn)
           ->Unit(benchmark::kMillisecond)
-          ->Iterations(3);
+          ->Iterations(g_iterations);
     };
     Setup* p = s.get();
     reg("plain", [p](benchmark::State& st) { bm_plain(st, p); });
