@@ -107,6 +107,22 @@ TEST(ExperimentConfig, ValidationChecksModelsModulesAndGsm8k) {
   EXPECT_NE(msg.find("'models.draft'"), std::string::npos) << msg;
 }
 
+TEST(ExperimentConfig, StoriesTaskNeedsATargetAndChecksItsFields) {
+  const auto c = experiment_config_from_json(json::object(), "stories260k", "preset stories260k");
+  EXPECT_EQ(c.task, "stories");
+  EXPECT_FALSE(c.has_labels());
+  auto msg = test::error_of([&] { validate_experiment_config(c, "preset stories260k"); });
+  EXPECT_NE(msg.find("'models.target'"), std::string::npos) << msg;
+  msg = test::error_of([&] {
+    experiment_config_from_json(json{{"task", "poems"}}, "quick", "c.json");
+  });
+  EXPECT_NE(msg.find("c.json: field 'task'"), std::string::npos) << msg;
+  msg = test::error_of([&] {
+    experiment_config_from_json(json{{"stories", {{"test_prompts", 500}}}}, "stories260k", "c");
+  });
+  EXPECT_NE(msg.find("'stories.test_prompts'"), std::string::npos) << msg;
+}
+
 void expect_finite(const json& j, const std::string& key, const std::string& where) {
   ASSERT_TRUE(j.contains(key)) << where << " lacks " << key;
   ASSERT_TRUE(j[key].is_number()) << where << "." << key << " = " << j[key].dump();
@@ -358,5 +374,64 @@ TEST(Experiment, BadConfigFailsBeforeAnyWork) {
   EXPECT_FALSE(fs::exists(root / "out" / "work")) << "no step ran";
 }
 
+// The stories260k preset on the real stories260K: prompts are openings of the target's own
+// stories, the draft base is a smaller model distilled from it, and there is no detection.
+TEST(Experiment, StoriesTaskOnTheRealStories260K) {
+  const fs::path root = test::scratch_dir("experiment_stories");
+  const fs::path out = root / "out", config = root / "small.json";
+  write_file_atomic(
+      config,
+      json{{"stories",
+            {{"samples", 40},
+             {"sample_tokens", 32},
+             {"test_prompts", 6},
+             {"draft_steps", 40},
+             {"batch_size", 8}}},
+           {"data", {{"prompts", 8}, {"max_new_tokens", 24}}},
+           {"train",
+            {{"proxy_steps", 2}, {"draft_steps", 1}, {"baseline_steps", 1}, {"batch_size", 2}}},
+           {"fidelity", {{"questions", 3}, {"trials", 2}}},
+           {"proxy", {{"truth_members", 4}, {"runs", 2}, {"questions", 2}}}}
+          .dump());
+  const auto run = test::run_command(test::drafteu_bin() +
+                                     " --threads 2 experiment --preset stories260k --model '" +
+                                     test::stories260k_gguf().string() + "' --config '" +
+                                     config.string() + "' --out '" + out.string() + "'");
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  const json r = json::parse(read_text_file(out / "results.json"));
+  EXPECT_EQ(r["task"], "stories");
+  EXPECT_TRUE(r["detection"].empty());
+  EXPECT_FALSE(fs::exists(out / "tokens_detection.jsonl"));
+  const json& st = r["stories"];
+  EXPECT_EQ(st["test_prompts"], 6);
+  EXPECT_LT(st["draft_parameters"].get<int64_t>(), st["target_parameters"].get<int64_t>() / 3);
+  EXPECT_LT(st["draft_final_kd_loss"].get<double>(), 0.8 * st["draft_first_kd_loss"].get<double>())
+      << "the draft base did not learn from the target";
+  // The target is stories260K itself (converted), the draft shares its vocabulary.
+  LoadedModel real = load_model(test::stories260k_gguf());
+  LoadedModel target = load_model(r["testbed"]["target"].get<std::string>());
+  const LoadedModel draft = load_model(r["testbed"]["draft"].get<std::string>());
+  EXPECT_EQ(target.config().vocab_size, real.config().vocab_size);
+  EXPECT_EQ(draft.config().vocab_size, real.config().vocab_size);
+  EXPECT_EQ(draft.config().hidden_size, 32);
+  {
+    torch::NoGradGuard no_grad;
+    const auto ids = torch::tensor(std::vector<int64_t>{1, 403, 407, 261}).unsqueeze(0);
+    EXPECT_LE((target.model->forward(ids) - real.model->forward(ids)).abs().max().item<double>(),
+              1e-4);
+  }
+  // Each evaluation prompt opens one of the target's stories: it starts a text the target
+  // wrote, so it is no arithmetic question.
+  const fs::path test_jsonl =
+      fs::path(r["testbed"]["target"].get<std::string>()).parent_path() / "test.jsonl";
+  const auto prompts = distill::read_gsm8k(test_jsonl);
+  ASSERT_EQ(prompts.size(), 6u);
+  for (const auto& p : prompts) EXPECT_EQ(p.question.find("Question:"), std::string::npos);
+  for (const char* m : {"untrained", "ddd_2x3", "gkd"})
+    expect_finite(r["eu_fidelity"][m], "rmse_mean", m);
+  expect_finite(r["regime"], "true_eu_mean", "regime");
+  EXPECT_GT(r["regime"]["true_eu_mean"].get<double>(), 0.0);
+  for (const char* ref : {"orig", "pmix"}) expect_finite(r["proxy"][ref]["k3"], "rmse_mean", ref);
+}
 }  // namespace
 }  // namespace drafteu::eval

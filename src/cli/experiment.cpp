@@ -14,17 +14,26 @@ void add_experiment_command(CLI::App& app, GlobalOptions&) {
   auto config = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   auto work = std::make_shared<std::string>();
+  auto model = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand(
       "experiment", "Run the paper's evaluation (EU fidelity, proxy robustness, detection, cost)");
-  cmd->add_option("--preset", *preset, "tiny | quick (<= 5 min) | full (<= 30 min); default quick")
+  cmd->add_option("--preset", *preset,
+                  "tiny | quick (<= 5 min) | full (<= 30 min) | stories260k (needs --model); "
+                  "default quick")
       ->check(CLI::IsMember(eval::experiment_preset_names()));
   cmd->add_option("--config", *config, "JSON file overriding preset fields (e.g. real checkpoints)")
       ->check(CLI::ExistingFile);
   cmd->add_option("--out", *out, "output directory (report.html, summary.md, results.json, ...)")
       ->required();
   cmd->add_option("--work", *work, "step cache (default: OUT/work)");
+  cmd->add_option("--model", *model,
+                  "the target checkpoint (models.target): a .gguf file or HF directory");
   cmd->callback([=] {
-    const auto c = eval::load_experiment_config(*preset, *config);
+    auto c = eval::load_experiment_config(*preset, *config);
+    if (!model->empty()) {
+      c.target_model = *model;
+      c.json["models"]["target"] = *model;
+    }
     eval::validate_experiment_config(c, config->empty() ? "preset " + c.preset : *config);
     const std::filesystem::path work_dir =
         work->empty() ? std::filesystem::path(*out) / "work" : std::filesystem::path(*work);

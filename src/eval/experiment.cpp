@@ -4,6 +4,7 @@
 #include <functional>
 #include <memory>
 #include <ostream>
+#include <tuple>
 
 #include "eval/experiment_cost.h"
 #include "eval/experiment_detection.h"
@@ -50,18 +51,29 @@ json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::pa
               [&](const fs::path& d) { run_fidelity(c, get(), d, log); });
   const auto [proxy_dir, proxy] = section("proxy-robustness", c.json.at("proxy"),
                                           [&](const fs::path& d) { run_proxy(c, get(), d); });
-  const auto [det_dir, detection] = section("detection", c.json.at("detection"),
-                                            [&](const fs::path& d) { run_detection(c, get(), d); });
-  const auto [cost_dir, cost] = section("cost", {c.json.at("cost"), c.json.at("detection")},
-                                        [&](const fs::path& d) { run_cost(c, get(), d); });
+  // Detection needs right and wrong answers, and its cost table compares detectors: neither
+  // runs on unlabelled tasks (stories).
+  fs::path det_dir;
+  json detection = json::object(), cost = json::object();
+  if (c.has_labels()) {
+    std::tie(det_dir, detection) = section("detection", c.json.at("detection"),
+                                           [&](const fs::path& d) { run_detection(c, get(), d); });
+    cost = section("cost", {c.json.at("cost"), c.json.at("detection")}, [&](const fs::path& d) {
+             run_cost(c, get(), d);
+           }).second;
+  }
 
   json results;
   results["preset"] = c.preset;
+  results["task"] = c.task;
   results["config"] = c.json;
   results["testbed"] = {{"target_accuracy", trained.target_accuracy},
                         {"draft_accuracy", trained.draft_accuracy},
                         {"target", trained.target_dir.string()},
                         {"draft", trained.draft_dir.string()}};
+  if (c.stories_task())
+    results["stories"] =
+        json::parse(read_text_file(trained.target_dir.parent_path() / "stories.json"));
   results["eu_fidelity"] = fidelity.at("methods");
   results["eu_fidelity_k6"] = fidelity.at("k6");
   results["regime"] = regime;
@@ -83,8 +95,9 @@ json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::pa
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   write_file_atomic(out / "tokens_fidelity.jsonl", read_text_file(fid_dir / "tokens.jsonl"));
-  write_file_atomic(out / "tokens_detection.jsonl", read_text_file(det_dir / "answers.jsonl"));
-  write_report(results, out, det_dir / "answers.jsonl");
+  if (c.has_labels())
+    write_file_atomic(out / "tokens_detection.jsonl", read_text_file(det_dir / "answers.jsonl"));
+  write_report(results, out, c.has_labels() ? det_dir / "answers.jsonl" : fs::path());
   write_file_atomic(out / "results.json", results.dump(2) + "\n");
   return results;
 }

@@ -22,6 +22,7 @@ const std::vector<std::string> kSevenModules{"q_proj",    "k_proj",  "v_proj",  
 json quick_preset() {
   return json{
       {"preset", "quick"},
+      {"task", "arithmetic"},
       {"seed", 1},
       {"testbed",
        {{"n_train", 3000},
@@ -40,6 +41,17 @@ json quick_preset() {
         {"batch_size", 16},
         {"dtype", "auto"}}},
       {"models", {{"target", ""}, {"draft", ""}, {"gsm8k_train", ""}, {"gsm8k_test", ""}}},
+      // task "stories": a real pretrained target (models.target) prompted with openings of its
+      // own stories, and a smaller draft base distilled from it on those stories.
+      {"stories",
+       {{"samples", 384},
+        {"sample_tokens", 96},
+        {"opening_tokens", 6},
+        {"test_prompts", 32},
+        {"draft_hidden", 32},
+        {"draft_layers", 2},
+        {"draft_steps", 600},
+        {"batch_size", 16}}},
       {"family",
        {{"members", 3},
         {"sigma", 0.2},
@@ -103,7 +115,12 @@ json patch_for(const std::string& name) {
         {"proxy", {{"questions", 8}}},
         {"detection", {{"questions", 300}}},
         {"cost", {{"answers", 8}}}};
-  fail("experiment: unknown preset '", name, "' (known: tiny, quick, full)");
+  if (name == "stories260k")  // the real stories260K (models.target); no labels, no detection
+    return json{{"task", "stories"},
+                {"data", {{"prompts", 48}, {"max_new_tokens", 64}}},
+                {"fidelity", {{"questions", 16}}},
+                {"proxy", {{"questions", 8}}}};
+  fail("experiment: unknown preset '", name, "' (known: tiny, quick, full, stories260k)");
 }
 
 // Overlays `patch` on `base`; a key `base` lacks is an unknown field.
@@ -191,7 +208,7 @@ LlamaConfig check_model_dir(const std::string& dir, const std::string& field,
 }  // namespace
 
 std::vector<std::string> experiment_preset_names() {
-  return {"tiny", "quick", "full"};
+  return {"tiny", "quick", "full", "stories260k"};
 }
 
 json experiment_preset(const std::string& name) {
@@ -226,6 +243,24 @@ ExperimentConfig experiment_config_from_json(const json& overrides, const std::s
   c.preset = preset;
   c.json = j;
   c.seed = r.get<uint64_t>("seed");
+  c.task = r.get<std::string>("task");
+  if (c.task != "arithmetic" && c.task != "stories")
+    fail(source, ": field 'task' must be 'arithmetic' or 'stories' (got '", c.task, "')");
+  auto& st = c.stories;
+  st.samples = r.positive("stories.samples");
+  st.sample_tokens = r.positive("stories.sample_tokens");
+  st.opening_tokens = r.positive("stories.opening_tokens");
+  st.test_prompts = r.positive("stories.test_prompts");
+  st.draft_hidden = r.positive("stories.draft_hidden");
+  st.draft_layers = r.positive("stories.draft_layers");
+  st.draft_steps = r.positive("stories.draft_steps");
+  st.batch_size = r.positive("stories.batch_size");
+  if (st.test_prompts >= st.samples)
+    fail(source, ": field 'stories.test_prompts' must be below 'stories.samples' (", st.samples,
+         ")");
+  if (st.opening_tokens >= st.sample_tokens)
+    fail(source, ": field 'stories.opening_tokens' must be below 'stories.sample_tokens' (",
+         st.sample_tokens, ")");
   auto& tb = c.testbed;
   tb.n_train = static_cast<size_t>(r.positive("testbed.n_train"));
   tb.n_test = static_cast<size_t>(r.positive("testbed.n_test"));
@@ -310,6 +345,17 @@ ExperimentConfig experiment_config_from_json(const json& overrides, const std::s
 }
 
 void validate_experiment_config(const ExperimentConfig& c, const std::string& source) {
+  if (c.stories_task()) {
+    if (c.target_model.empty())
+      fail(source, ": field 'models.target' is required by task 'stories' (`--model PATH`)");
+    if (!fs::exists(c.target_model))
+      fail(source, ": field 'models.target': '", c.target_model, "' does not exist");
+    for (const auto* f : {&c.draft_model, &c.gsm8k_train, &c.gsm8k_test})
+      if (!f->empty())
+        fail(source, ": task 'stories' builds its own draft base and prompts; leave models.draft, ",
+             "models.gsm8k_train and models.gsm8k_test empty");
+    return;
+  }
   const bool any = !c.target_model.empty() || !c.draft_model.empty() || !c.gsm8k_train.empty() ||
                    !c.gsm8k_test.empty();
   if (!any) return;  // the testbed builds its own models and data

@@ -14,9 +14,20 @@
 
 namespace drafteu::eval {
 
+// Task "stories": what the run samples from the real target and how the draft base is distilled.
+struct StoriesOptions {
+  int64_t samples = 384;       // stories sampled from the target (BOS, temperature 1)
+  int64_t sample_tokens = 96;  // their length at most
+  int64_t opening_tokens = 6;  // a prompt is a story's first tokens
+  int64_t test_prompts = 32;   // the last stories' openings are the evaluation prompts
+  int64_t draft_hidden = 32, draft_layers = 2, draft_steps = 600, batch_size = 16;
+};
+
 struct ExperimentConfig {
   std::string preset;
   uint64_t seed = 1;
+  std::string task = "arithmetic";  // the testbed or real checkpoints with GSM8K; or "stories"
+  StoriesOptions stories;
   TestbedOptions testbed;  // used when models.target is empty
   // Real checkpoints (HF directories, GSM8K JSONL) instead of the testbed.
   std::string target_model, draft_model, gsm8k_train, gsm8k_test;
@@ -60,9 +71,11 @@ struct ExperimentConfig {
 
   nlohmann::json json;  // the merged config, as run (recorded in results.json)
   bool real_models() const { return !target_model.empty(); }
+  bool stories_task() const { return task == "stories"; }
+  bool has_labels() const { return !stories_task(); }  // detection needs right/wrong answers
 };
 
-std::vector<std::string> experiment_preset_names();  // tiny, quick, full
+std::vector<std::string> experiment_preset_names();  // tiny, quick, full, stories260k
 nlohmann::json experiment_preset(const std::string& name);
 
 // The preset (or the file's "preset" field when `preset` is empty; else "quick") overridden by

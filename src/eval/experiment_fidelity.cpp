@@ -3,8 +3,8 @@
 #include <map>
 #include <ostream>
 
-#include "stats/metrics.h"
 #include "family/ensemble.h"
+#include "stats/metrics.h"
 #include "util/file.h"
 #include "util/json.h"
 #include "util/progress.h"

@@ -129,7 +129,7 @@ std::vector<Answer> MethodModels::sample_answers(int64_t n, uint64_t seed) {
   std::vector<std::vector<int64_t>> prompts;
   std::vector<uint64_t> seeds;
   for (size_t i = 0; i < count; ++i) {
-    prompts.push_back(encode_question(tok, test_[i].question));
+    prompts.push_back(encode_question(config_, tok, test_[i].question));
     seeds.push_back(seed * 1000003 + i);
   }
   BatchGenerateOptions o;

@@ -10,6 +10,7 @@
 #include "distill/manifest.h"
 #include "distill/minillm.h"
 #include "distill/osd.h"
+#include "eval/story_models.h"
 #include "eval/testbed_models.h"
 #include "model/checkpoint.h"
 #include "model/generate_batch.h"
@@ -38,7 +39,12 @@ NoiseConfig draft_noise(const ExperimentConfig& c, uint64_t seed) {
   return n;
 }
 
-std::vector<int64_t> encode_question(const Tokenizer& tok, const std::string& question) {
+std::vector<int64_t> encode_question(const ExperimentConfig& c, const Tokenizer& tok,
+                                     const std::string& question) {
+  if (c.stories_task()) {  // a story's opening, continued as it stands
+    const auto ids = tok.encode(question, tok.bos_id().has_value());
+    return {ids.begin(), ids.end()};
+  }
   if (tok.has_chat_template()) return distill::encode_prompt(tok, question);
   Problem p;
   p.question = question;
@@ -73,7 +79,7 @@ std::vector<distill::Sample> sample_data(const ExperimentConfig& c, LoadedModel&
       s.seed = c.seed * 7919 + static_cast<uint64_t>(p.index) * 131 + static_cast<uint64_t>(r) +
                static_cast<uint64_t>(member + 1) * 0x9E3779B1ull;
       s.prompt = p.question;
-      s.prompt_ids = encode_question(tok, p.question);
+      s.prompt_ids = encode_question(c, tok, p.question);
       samples.push_back(std::move(s));
     }
   AttachedDeltas attached;
@@ -172,7 +178,24 @@ struct TrainInputs {
 // Returns the key the data steps depend on.
 json base_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log, TrainedModels& t) {
   json base_key;
-  if (c.real_models()) {
+  if (c.stories_task()) {
+    const fs::path target = c.target_model;
+    const json key = {{"target", fs::absolute(target).string()},
+                      {"target_sha256", fs::is_regular_file(target)
+                                            ? distill::sha256_file(target)
+                                            : distill::sha256_file(target / "config.json")},
+                      {"stories", c.json.at("stories")},
+                      {"seed", c.seed}};
+    const auto step =
+        cache.run("story-models", key, [&](const fs::path& d) { build_story_models(c, d, log); });
+    const StoryModels s = story_models_in(step.dir);
+    t.target_dir = s.target_dir;
+    t.draft_dir = s.draft_dir;
+    t.train_gsm8k = s.train_jsonl;
+    t.test_gsm8k = s.test_jsonl;
+    t.target_accuracy = t.draft_accuracy = std::nan("");
+    base_key = {{"stories", step.hash}};
+  } else if (c.real_models()) {
     t.target_dir = c.target_model;
     t.draft_dir = c.draft_model;
     t.train_gsm8k = c.gsm8k_train;

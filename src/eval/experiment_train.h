@@ -33,8 +33,10 @@ NoiseConfig target_noise(const ExperimentConfig& c);
 NoiseConfig draft_noise(const ExperimentConfig& c, uint64_t seed);
 
 // A question as the model is prompted: the testbed's "Question: ...\nAnswer:" (what its models
-// learnt), or the chat template with distill's instruction for chat models.
-std::vector<int64_t> encode_question(const Tokenizer& tok, const std::string& question);
+// learnt), the chat template with distill's instruction for chat models, or (task "stories") a
+// story's opening as it stands.
+std::vector<int64_t> encode_question(const ExperimentConfig& c, const Tokenizer& tok,
+                                     const std::string& question);
 
 TrainedModels prepare_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log);
 
