@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 
 #include "stats/logistic.h"
 #include "stats/metrics.h"
@@ -24,6 +25,13 @@ const std::vector<std::string>& detection_methods() {
 }
 
 namespace {
+
+// CPU seconds of the whole process (every thread): steadier than wall time on a shared machine.
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 std::vector<double> features(const std::vector<double>& eu) {
   const auto t = torch::tensor(eu, torch::kFloat64);
@@ -106,10 +114,12 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
       TokenScorer scorer(sm);
       const bool truth = method.rfind("tokur", 0) == 0;
       const auto t0 = std::chrono::steady_clock::now();
+      const double cpu0 = process_cpu_seconds();
       for (const auto& a : answers)
         per_token[method].push_back(score_answer(scorer, a, truth ? EuField::True : EuField::Hat));
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double cpu_secs = process_cpu_seconds() - cpu0;
       // B.5: one sequence-level score through a one-feature logistic map; the (sum, mean, max)
       // model is the extra "three_feature" entry.
       std::vector<std::vector<double>> one_x[2], three_x[2];
@@ -127,10 +137,12 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
       json r = evaluate(one, one_x[1], y[1], ok[1]);
       r["set"] = s;
       r["seconds"] = secs;
+      r["cpu_seconds"] = cpu_secs;
       r["three_feature"] = evaluate(three, three_x[1], y[1], ok[1]);
       for (const char* k : {"auroc", "ece", "brier", "prr"})
         metric[method][k].push_back(r[k].is_number() ? r[k].get<double>() : std::nan(""));
       metric[method]["seconds"].push_back(secs);
+      metric[method]["cpu_seconds"].push_back(cpu_secs);
       const auto& a3 = r["three_feature"]["auroc"];
       metric[method]["auroc_3feature"].push_back(a3.is_number() ? a3.get<double>() : std::nan(""));
       sets[method].push_back(r);
@@ -156,7 +168,8 @@ void run_detection(const ExperimentConfig& c, MethodModels& models,
   json out = json::object();
   for (const auto& m : methods) {
     json j;
-    for (const char* k : {"auroc", "ece", "brier", "prr", "seconds", "auroc_3feature"})
+    for (const char* k :
+         {"auroc", "ece", "brier", "prr", "seconds", "cpu_seconds", "auroc_3feature"})
       put_mean_std(j, k, metric[m][k]);
     j["sets"] = sets[m];
     out[m] = j;
