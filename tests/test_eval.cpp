@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
@@ -13,15 +14,19 @@
 #include <string>
 #include <vector>
 
+#include "distill/config.h"
+#include "distill/drafts.h"
 #include "eval/answers.h"
 #include "eval/bpe_trainer.h"
-#include "stats/logistic.h"
-#include "stats/metrics.h"
+#include "eval/experiment_config.h"
 #include "eval/testbed_models.h"
 #include "eval/testbed_task.h"
 #include "model/checkpoint.h"
+#include "stats/logistic.h"
+#include "stats/metrics.h"
 #include "test_support.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace drafteu::eval {
 using namespace stats;
@@ -637,6 +642,81 @@ TEST(TestbedModels, DistillationLossIsTheForwardKLToTheTeacher) {
   const double kl_ce = mean_kl();
   EXPECT_LT(kl_kd, kl0);
   EXPECT_LT(kl_kd, kl_ce) << "KD " << kl_kd << ", cross-entropy " << kl_ce << ", start " << kl0;
+}
+
+// --- config JSON against goldens ----------------------------------------------------------------
+
+// Every config JSON that manifests record and step-cache keys hash, as the code writes it now.
+// tests/golden/config/ holds what the code wrote before the distill and experiment configs moved
+// onto one mechanism (issue 12): a difference recomputes every cached experiment step.
+std::map<std::string, nlohmann::json> produced_config_json() {
+  using json = nlohmann::json;
+  using namespace distill;
+  std::map<std::string, json> out;
+  out["train-default"] = to_json(TrainConfig{});
+  out["train-osd"] = to_json(OsdConfig::default_train());
+  out["train-drafts"] = to_json(DraftFamilyConfig::default_train());
+  out["train-gkd"] = to_json(GkdConfig::default_train());
+  out["train-minillm"] = to_json(MiniLLMConfig::default_train());
+  out["train-custom"] = to_json(train_config_from_json(
+      json::parse(R"({"lr": 1e-3, "weight_decay": 0, "adam_beta1": 0.8, "adam_beta2": 0.99,
+        "adam_eps": 1e-6, "max_grad_norm": 0.5, "schedule": "cosine", "warmup_steps": 5,
+        "warmup_ratio": 0.2, "batch_size": 3, "grad_accum": 2, "epochs": 2.5, "max_steps": 7,
+        "max_seq_len": 64, "save_every": 3, "keep_checkpoints": 1, "log_every": 2, "seed": 42,
+        "dtype": "bf16", "stop_after": 4})"),
+      "golden", TrainConfig{}));
+  out["lora-default"] = to_json(LoraConfig{});
+  out["lora-osd"] = to_json(OsdConfig::default_lora());
+  out["lora-drafts"] = to_json(DraftFamilyConfig::default_lora());
+  out["lora-gkd"] = to_json(GkdConfig::default_lora());
+  out["lora-minillm"] = to_json(MiniLLMConfig::default_lora());
+  out["lora-custom"] = to_json(lora_config_from_json(
+      json::parse(R"({"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj"],
+        "target_regex": "", "use_rslora": true})"),
+      "golden", LoraConfig{}));
+  out["on-policy-custom"] = to_json(on_policy_config_from_json(
+      json::parse(R"({"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 32, "generations": 2})"),
+      "golden", OnPolicyConfig{}));
+  out["osd-default"] = to_json(OsdConfig{});
+  out["gkd-default"] = to_json(GkdConfig{});
+  out["minillm-default"] = to_json(MiniLLMConfig{});
+  out["noise-target-family"] = to_json(NoiseConfig::target_family(0));
+  out["noise-draft-init"] = to_json(NoiseConfig::draft_init(1));
+  out["noise-tokur"] = to_json(NoiseConfig::tokur(3));
+  out["noise-custom"] = to_json(noise_config_from_json(
+      json::parse(R"({"kind": "lora-noise", "rank": 4, "sigma": 0.3, "alpha": 8, "seed": 5,
+        "relative": true, "keep_unperturbed": true, "target_modules": ["q_proj", "v_proj"]})"),
+      "golden"));
+  const json custom = json::parse(R"({"seed": 9, "family": {"sigma": 1, "modules": ["q_proj"]},
+      "fidelity": {"trials": 2}, "testbed": {"difficulty": 0.5, "vocab": 512},
+      "detection": {"aggregate": "max"}, "train": {"draft_lr": 0.001}})");
+  for (const std::string name : {"tiny", "quick", "full", "custom"}) {
+    auto c = name == "custom" ? experiment_config_from_json(custom, "quick", "golden")
+                              : experiment_config_from_json(json::object(), name, "golden");
+    out["experiment-" + name] = c.json;
+    // "auto" resolves per CPU: pin it so the golden holds on every machine.
+    c.testbed.target_train.dtype = c.testbed.drafts.at(0).train.dtype = ComputeDtype::F32;
+    out["testbed-" + name] = c.testbed.to_json();
+  }
+  return out;
+}
+
+TEST(ConfigJson, MatchesTheGoldensWrittenBeforeTheConfigMechanism) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(std::getenv("DRAFTEU_TESTS_DIR")) / "golden" / "config";
+  const bool update = std::getenv("DRAFTEU_UPDATE_GOLDEN") != nullptr;
+  for (const auto& [name, j] : produced_config_json()) {
+    const fs::path file = dir / (name + ".json");
+    // Compared as text: JSON equality would let 1 stand for 1.0, whose hash differs.
+    const std::string text = j.dump(2) + "\n";
+    if (update) {
+      fs::create_directories(dir);
+      write_file_atomic(file, text);
+      continue;
+    }
+    ASSERT_TRUE(fs::exists(file)) << file;
+    EXPECT_EQ(text, read_text_file(file)) << file;
+  }
 }
 
 }  // namespace
