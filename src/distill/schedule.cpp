@@ -3,21 +3,11 @@
 #include <algorithm>
 #include <cmath>
 
-#include "util/error.h"
-
 namespace drafteu::distill {
 
 int64_t ScheduleConfig::warmup(int64_t total) const {
   if (warmup_steps > 0) return warmup_steps;
   return static_cast<int64_t>(std::ceil(warmup_ratio * static_cast<double>(total)));
-}
-
-void ScheduleConfig::validate(const std::string& source) const {
-  if (kind != "linear" && kind != "cosine" && kind != "constant")
-    fail(source, ": schedule '", kind, "' is not one of linear, cosine, constant");
-  if (warmup_steps < 0) fail(source, ": warmup_steps must be >= 0");
-  if (!(warmup_ratio >= 0.0 && warmup_ratio <= 1.0))
-    fail(source, ": warmup_ratio must lie in [0, 1]");
 }
 
 double lr_multiplier(const ScheduleConfig& s, int64_t step, int64_t total) {

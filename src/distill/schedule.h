@@ -12,7 +12,6 @@ struct ScheduleConfig {
   double warmup_ratio = 0.0;    // fraction of the total steps
 
   int64_t warmup(int64_t total) const;
-  void validate(const std::string& source) const;
 };
 
 double lr_multiplier(const ScheduleConfig& s, int64_t step, int64_t total);

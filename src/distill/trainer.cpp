@@ -68,15 +68,7 @@ void ensure_writable(const fs::path& out) {
 }  // namespace
 
 void TrainConfig::validate(const std::string& source) const {
-  if (!(lr > 0)) fail(source, ": lr must be > 0");
-  if (weight_decay < 0) fail(source, ": weight_decay must be >= 0");
-  if (batch_size < 1) fail(source, ": batch_size must be >= 1");
-  if (grad_accum < 1) fail(source, ": grad_accum must be >= 1");
-  if (!(epochs > 0) && max_steps <= 0) fail(source, ": epochs must be > 0 (or set max_steps)");
-  if (max_seq_len < 2) fail(source, ": max_seq_len must be >= 2");
-  if (max_grad_norm < 0) fail(source, ": max_grad_norm must be >= 0");
-  parse_compute_dtype(dtype, source + ": dtype");
-  schedule.validate(source);
+  train_config_fields().check(*this, source);  // the ranges live in the field table
 }
 
 Batch Objective::batch_for(const std::vector<const Sample*>& rows, int64_t max_len,
