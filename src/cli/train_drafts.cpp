@@ -33,7 +33,11 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions&) {
     if (*splits > 0) c["splits"] = *splits;
     if (*per_split > 0) c["per_split"] = *per_split;
     distill::DraftFamilyConfig fam;
-    fam.strategy = distill::parse_draft_strategy(c.value("strategy", std::string("ddd")));
+    try {
+      fam.strategy = distill::parse_draft_strategy(c.value("strategy", std::string("ddd")));
+    } catch (const Error& e) {
+      fail(src, ": field 'strategy' (--strategy): ", e.what());
+    }
     fam.splits = c.value("splits", fam.splits);
     fam.per_split = c.value("per_split", fam.per_split);
     fam.partition_seed = c.value("partition_seed", fam.partition_seed);

@@ -107,10 +107,10 @@ int64_t resume_step(const fs::path& out, LoraAdapterImpl& adapter, torch::optim:
   if (!ck) return 0;
   if (ck->step > steps)
     fail((out / "checkpoints").string(), ": the latest checkpoint is at step ", ck->step,
-         " but this run has only ", steps, " steps (use a fresh --out)");
+         " but this run has only ", steps, " steps (use a fresh output directory)");
   if (ck->info.value("seed", config.seed) != config.seed)
     fail(out.string(), ": checkpoint was made with seed ", ck->info.value("seed", uint64_t{0}),
-         ", this run uses ", config.seed, " (use a fresh --out)");
+         ", this run uses ", config.seed, " (use a fresh output directory)");
   return ck->step;
 }
 
