@@ -24,7 +24,7 @@ const config::Fields<TrainConfig>& train_config_fields() {
         // The schedule's fields sit beside the others in the JSON.
         .field(
             "schedule", [](auto& c) -> auto& { return c.schedule.kind; },
-            config::one_of({"linear", "cosine", "constant"}))
+            config::one_of({"linear", "cosine", "constant", "cosine_floor"}))
         .field(
             "warmup_steps", [](auto& c) -> auto& { return c.schedule.warmup_steps; },
             at_least<int64_t>(0))

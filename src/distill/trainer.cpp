@@ -29,6 +29,13 @@ namespace drafteu::distill {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+torch::optim::AdamWOptions adamw_options(const TrainConfig& c) {
+  return torch::optim::AdamWOptions(c.lr)
+      .betas({c.adam_beta1, c.adam_beta2})
+      .eps(c.adam_eps)
+      .weight_decay(c.weight_decay);
+}
+
 namespace {
 
 int64_t micro_per_epoch(const TrainConfig& c, int64_t samples) {
@@ -211,10 +218,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
 
   LoraAdapterImpl& adapter = objective.adapter();
   auto params = adapter.parameters();
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(config.lr)
-                                            .betas({config.adam_beta1, config.adam_beta2})
-                                            .eps(config.adam_eps)
-                                            .weight_decay(config.weight_decay));
+  torch::optim::AdamW optimizer(params, adamw_options(config));
   const int64_t start = resume_step(out, adapter, optimizer, config, steps);
   const fs::path metrics_file = out / "metrics.jsonl";
   truncate_metrics(metrics_file, start);
