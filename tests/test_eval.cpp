@@ -5,23 +5,31 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "distill/config.h"
+#include "distill/drafts.h"
 #include "eval/answers.h"
 #include "eval/bpe_trainer.h"
-#include "stats/logistic.h"
-#include "stats/metrics.h"
+#include "eval/experiment_config.h"
 #include "eval/testbed_models.h"
 #include "eval/testbed_task.h"
 #include "model/checkpoint.h"
+#include "stats/logistic.h"
+#include "stats/metrics.h"
 #include "test_support.h"
+#include "util/config_fields.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace drafteu::eval {
 using namespace stats;
@@ -637,6 +645,249 @@ TEST(TestbedModels, DistillationLossIsTheForwardKLToTheTeacher) {
   const double kl_ce = mean_kl();
   EXPECT_LT(kl_kd, kl0);
   EXPECT_LT(kl_kd, kl_ce) << "KD " << kl_kd << ", cross-entropy " << kl_ce << ", start " << kl0;
+}
+
+// --- config JSON against goldens ----------------------------------------------------------------
+
+// Every config JSON that manifests record and step-cache keys hash, as the code writes it now.
+// tests/golden/config/ holds what the code wrote before the distill and experiment configs moved
+// onto one mechanism (issue 12): a difference recomputes every cached experiment step.
+std::map<std::string, nlohmann::json> produced_config_json() {
+  using json = nlohmann::json;
+  using namespace distill;
+  std::map<std::string, json> out;
+  out["train-default"] = to_json(TrainConfig{});
+  out["train-osd"] = to_json(OsdConfig::default_train());
+  out["train-drafts"] = to_json(DraftFamilyConfig::default_train());
+  out["train-gkd"] = to_json(GkdConfig::default_train());
+  out["train-minillm"] = to_json(MiniLLMConfig::default_train());
+  out["train-custom"] = to_json(train_config_from_json(
+      json::parse(R"({"lr": 1e-3, "weight_decay": 0, "adam_beta1": 0.8, "adam_beta2": 0.99,
+        "adam_eps": 1e-6, "max_grad_norm": 0.5, "schedule": "cosine", "warmup_steps": 5,
+        "warmup_ratio": 0.2, "batch_size": 3, "grad_accum": 2, "epochs": 2.5, "max_steps": 7,
+        "max_seq_len": 64, "save_every": 3, "keep_checkpoints": 1, "log_every": 2, "seed": 42,
+        "dtype": "bf16", "stop_after": 4})"),
+      "golden", TrainConfig{}));
+  out["lora-default"] = to_json(LoraConfig{});
+  out["lora-osd"] = to_json(OsdConfig::default_lora());
+  out["lora-drafts"] = to_json(DraftFamilyConfig::default_lora());
+  out["lora-gkd"] = to_json(GkdConfig::default_lora());
+  out["lora-minillm"] = to_json(MiniLLMConfig::default_lora());
+  out["lora-custom"] = to_json(lora_config_from_json(
+      json::parse(R"({"r": 4, "alpha": 8, "dropout": 0.05, "target_modules": ["q_proj"],
+        "target_regex": "", "use_rslora": true})"),
+      "golden", LoraConfig{}));
+  out["on-policy-custom"] = to_json(on_policy_config_from_json(
+      json::parse(R"({"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 32, "generations": 2})"),
+      "golden", OnPolicyConfig{}));
+  out["osd-default"] = to_json(OsdConfig{});
+  out["gkd-default"] = to_json(GkdConfig{});
+  out["minillm-default"] = to_json(MiniLLMConfig{});
+  out["noise-target-family"] = to_json(NoiseConfig::target_family(0));
+  out["noise-draft-init"] = to_json(NoiseConfig::draft_init(1));
+  out["noise-tokur"] = to_json(NoiseConfig::tokur(3));
+  out["noise-custom"] = to_json(noise_config_from_json(
+      json::parse(R"({"kind": "lora-noise", "rank": 4, "sigma": 0.3, "alpha": 8, "seed": 5,
+        "relative": true, "keep_unperturbed": true, "target_modules": ["q_proj", "v_proj"]})"),
+      "golden"));
+  const json custom = json::parse(R"({"seed": 9, "family": {"sigma": 1, "modules": ["q_proj"]},
+      "fidelity": {"trials": 2}, "testbed": {"difficulty": 0.5, "vocab": 512},
+      "detection": {"aggregate": "max"}, "train": {"draft_lr": 0.001}})");
+  for (const std::string name : {"tiny", "quick", "full", "custom"}) {
+    const auto c = name == "custom" ? experiment_config_from_json(custom, "quick", "golden")
+                                    : experiment_config_from_json(json::object(), name, "golden");
+    out["experiment-" + name] = c.json;
+    // "auto" resolves per CPU: pin it so the golden holds on every machine.
+    auto testbed = c.testbed.options();
+    testbed.target_train.dtype = testbed.drafts.at(0).train.dtype = ComputeDtype::F32;
+    out["testbed-" + name] = testbed.to_json();
+  }
+  return out;
+}
+
+TEST(ConfigJson, MatchesTheGoldensWrittenBeforeTheConfigMechanism) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(std::getenv("DRAFTEU_TESTS_DIR")) / "golden" / "config";
+  const bool update = std::getenv("DRAFTEU_UPDATE_GOLDEN") != nullptr;
+  for (const auto& [name, j] : produced_config_json()) {
+    const fs::path file = dir / (name + ".json");
+    // Compared as text: JSON equality would let 1 stand for 1.0, whose hash differs.
+    const std::string text = j.dump(2) + "\n";
+    if (update) {
+      fs::create_directories(dir);
+      write_file_atomic(file, text);
+      continue;
+    }
+    ASSERT_TRUE(fs::exists(file)) << file;
+    EXPECT_EQ(text, read_text_file(file)) << file;
+  }
+}
+
+// --- the config mechanism (util/config_fields.h)
+// --------------------------------------------------
+
+struct ToyInner {
+  int64_t n = 1;
+  std::optional<double> scale;
+};
+struct Toy {
+  std::string name = "toy";
+  ToyInner inner;
+  uint64_t seed = 0;
+  double lr = 0.5;
+  std::vector<int64_t> ks{2, 3};
+  int64_t stop = 0;
+};
+
+const config::Fields<Toy>& toy_fields() {
+  static const config::Fields<Toy> f = [] {
+    config::Fields<ToyInner> inner;
+    inner.field("n", &ToyInner::n, config::positive<int64_t>()).field("scale", &ToyInner::scale);
+    config::Fields<Toy> t;
+    t.field("name", &Toy::name, config::one_of({"toy", "game"}))
+        .nested("inner", &Toy::inner, inner)
+        .field("seed", &Toy::seed)
+        .field("opt.lr", &Toy::lr, config::in_range(0.0, 1.0))
+        .field("ks", &Toy::ks)
+        .read_only("stop", &Toy::stop)
+        .rule([](const Toy& c, const config::Where& w) {
+          if (c.inner.n > static_cast<int64_t>(c.ks.size()))
+            config::fail_field(w.at("inner.n"), "must not exceed the number of ks");
+        });
+    return t;
+  }();
+  return f;
+}
+
+std::string toy_error(const nlohmann::json& j, const config::Where& where = {"cfg.json"}) {
+  try {
+    toy_fields().from_json(j, where, Toy{});
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(ConfigFields, WritesNestedJsonAndReadsItBack) {
+  Toy t;
+  t.inner.n = 2;
+  t.stop = 7;
+  const auto j = toy_fields().to_json(t);
+  // Hand-written: dotted keys nest, the unset optional and the read-only field are left out.
+  EXPECT_EQ(j.dump(), R"({"inner":{"n":2},"ks":[2,3],"name":"toy","opt":{"lr":0.5},"seed":0})");
+  t.inner.scale = 4.0;
+  EXPECT_EQ(toy_fields().to_json(t)["inner"].dump(), R"({"n":2,"scale":4.0})");
+  const Toy back = toy_fields().from_json(
+      nlohmann::json::parse(R"({"name": "game", "inner": {"scale": 3, "n": 1}, "opt": {"lr": 0.25},
+                               "seed": 18446744073709551615, "ks": [5], "stop": 4})"),
+      "cfg.json", Toy{});
+  EXPECT_EQ(back.name, "game");
+  EXPECT_EQ(back.inner.n, 1);
+  EXPECT_EQ(back.inner.scale, 3.0);
+  EXPECT_EQ(back.seed, std::numeric_limits<uint64_t>::max());
+  EXPECT_DOUBLE_EQ(back.lr, 0.25);
+  EXPECT_EQ(back.ks, std::vector<int64_t>{5});
+  EXPECT_EQ(back.stop, 4);
+  // Absent fields and nulls keep the defaults.
+  const Toy same = toy_fields().from_json(
+      nlohmann::json::parse(R"({"inner": null, "opt": {"lr": null}})"), "cfg.json", Toy{});
+  EXPECT_EQ(toy_fields().to_json(same), toy_fields().to_json(Toy{}));
+}
+
+TEST(ConfigFields, ErrorsNameTheSourceAndTheFieldPath) {
+  using nlohmann::json;
+  // Unknown fields, at the top and nested.
+  EXPECT_EQ(toy_error(json{{"nmae", "x"}}), "cfg.json: unknown field 'nmae'");
+  EXPECT_EQ(toy_error(json{{"inner", {{"m", 1}}}}), "cfg.json: unknown field 'inner.m'");
+  EXPECT_EQ(toy_error(json{{"opt", {{"lr", 0.1}, {"beta", 1}}}}),
+            "cfg.json: unknown field 'opt.beta'");
+  // Wrong types: integers are strict (2.5 and -1 are not a count or a seed).
+  EXPECT_EQ(toy_error(json{{"inner", {{"n", "x"}}}}),
+            "cfg.json: field 'inner.n' must be an integer (got \"x\")");
+  EXPECT_EQ(toy_error(json{{"inner", {{"n", 2.5}}}}),
+            "cfg.json: field 'inner.n' must be an integer (got 2.5)");
+  EXPECT_EQ(toy_error(json{{"seed", -1}}),
+            "cfg.json: field 'seed' must be an integer >= 0 (got -1)");
+  EXPECT_EQ(toy_error(json{{"opt", {{"lr", true}}}}),
+            "cfg.json: field 'opt.lr' must be a number (got true)");
+  EXPECT_EQ(toy_error(json{{"ks", {1, "2"}}}),
+            "cfg.json: field 'ks.1' must be an integer (got \"2\")");
+  EXPECT_EQ(toy_error(json{{"inner", 3}}), "cfg.json: field 'inner' must be a JSON object (got 3)");
+  EXPECT_EQ(toy_error(json::array()),
+            "cfg.json: expected a JSON object (got an array of 0 elements)");
+  // Out of range, by a field's check and by a rule across fields.
+  EXPECT_EQ(toy_error(json{{"inner", {{"n", 0}}}}),
+            "cfg.json: field 'inner.n' must be positive (got 0)");
+  EXPECT_EQ(toy_error(json{{"opt", {{"lr", 1.5}}}}),
+            "cfg.json: field 'opt.lr' must lie in [0, 1] (got 1.5)");
+  EXPECT_EQ(toy_error(json{{"name", "x"}}),
+            "cfg.json: field 'name' must be one of toy, game (got \"x\")");
+  EXPECT_EQ(toy_error(json{{"inner", {{"n", 3}}}}),
+            "cfg.json: field 'inner.n' must not exceed the number of ks");
+  // A section read on its own names its path in the file.
+  EXPECT_EQ(toy_error(json{{"inner", {{"n", 0}}}}, {"cfg.json", "toy"}),
+            "cfg.json: field 'toy.inner.n' must be positive (got 0)");
+  EXPECT_EQ(toy_error(json{{"x", 0}}, {"cfg.json", "toy"}), "cfg.json: unknown field 'toy.x'");
+}
+
+TEST(ConfigFields, OverlayKeepsTheValuesAsWrittenAndSkipsNulls) {
+  const auto base = nlohmann::json::parse(R"({"a": {"x": 1.0, "y": 2}, "b": "s"})");
+  const auto patch = nlohmann::json::parse(R"({"a": {"x": 3, "y": null}, "b": "t"})");
+  EXPECT_EQ(config::overlay(base, patch).dump(), R"({"a":{"x":3,"y":2},"b":"t"})");
+}
+
+TEST(ConfigFields, DistillAndExperimentConfigsNameTheFieldPath) {
+  using nlohmann::json;
+  auto error_of = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error_of([] {
+              distill::train_config_from_json(json{{"lr", 0}}, {"cfg.json", "train"},
+                                              distill::TrainConfig{});
+            }),
+            "cfg.json: field 'train.lr' must be positive (got 0.0)");
+  EXPECT_EQ(error_of([] {
+              distill::train_config_from_json(json{{"batch_size", 1.5}}, {"cfg.json", "train"},
+                                              distill::TrainConfig{});
+            }),
+            "cfg.json: field 'train.batch_size' must be an integer (got 1.5)");
+  EXPECT_EQ(error_of([] {
+              distill::gkd_config_from_json(json{{"lora", {{"rank", 4}}}}, {"cfg.json", "gkd"},
+                                            distill::GkdConfig{});
+            }),
+            "cfg.json: unknown field 'gkd.lora.rank'");
+  EXPECT_EQ(error_of([] {
+              distill::osd_config_from_json(json{{"teacher_noise", {{"kind", "gauss"}}}},
+                                            "cfg.json", distill::OsdConfig{});
+            }).find("cfg.json: field 'teacher_noise.kind' "),
+            0u);
+  // The programmatic check names the field too.
+  distill::TrainConfig tc;
+  tc.schedule.warmup_ratio = 2;
+  EXPECT_EQ(error_of([&] { tc.validate("training config"); }),
+            "training config: field 'warmup_ratio' must lie in [0, 1] (got 2.0)");
+  EXPECT_EQ(error_of([] {
+              experiment_config_from_json(json{{"family", {{"sigma", 11}}}}, "quick", "e.json");
+            }),
+            "e.json: field 'family.sigma' must lie in [0, 10] (got 11.0)");
+  EXPECT_EQ(error_of([] {
+              experiment_config_from_json(json{{"testbed", {{"min_steps", 4}, {"max_steps", 3}}}},
+                                          "quick", "e.json");
+            }),
+            "e.json: field 'testbed.max_steps' must be at least min_steps (4; got 3)");
+  EXPECT_EQ(error_of([] {
+              experiment_config_from_json(json{{"proxy", {{"k", {3, 1}}}}}, "tiny", "e.json");
+            }),
+            "e.json: field 'proxy.k' must list Ks of at least 2 (got an array of 2 elements)");
+  EXPECT_EQ(error_of([] {
+              experiment_config_from_json(json{{"testbed", {{"dtype", "fp8"}}}}, "quick", "e.json");
+            }),
+            "e.json: field 'testbed.dtype' must be one of f32, bf16, auto (got \"fp8\")");
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "family/draft_source.h"
 #include "family/ensemble.h"
 #include "family/lora.h"
 #include "family/low_rank_family.h"
@@ -870,4 +871,26 @@ TEST(Ensemble, DistinctModelsMemberByMember) {
   torch::manual_seed(0);
   LlamaForCausalLM wide(cfg);
   expect_error([&] { Ensemble({small, wide}); }, {"vocabulary", "600"});
+}
+
+// DraftSpec's errors name the settings as the caller spells them: flags for the CLI, config fields
+// for a JSON-driven run, the member names otherwise; never a flag the caller does not have.
+TEST(DraftSpec, ErrorsNameTheSettingsTheCallerUses) {
+  DraftSpec spec;
+  spec.noise_members = 2;  // without a draft
+  try {
+    spec.validate();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "draft setting 'noise_members' needs draft setting 'draft'");
+  }
+  spec.name_of = [](const std::string& m) { return "cfg.json: field 'drafts." + m + "'"; };
+  spec.draft = "d.gguf";
+  spec.sigma = 0;
+  try {
+    spec.validate();
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "cfg.json: field 'drafts.sigma' must be > 0");
+  }
 }

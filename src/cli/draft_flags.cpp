@@ -6,6 +6,18 @@
 namespace drafteu::cli {
 
 void add_draft_flags(CLI::App* cmd, DraftSpec& spec, std::string& drafts_csv) {
+  // The library's errors name these flags.
+  spec.name_of = [](const std::string& member) -> std::string {
+    if (member == "drafts") return "--drafts";
+    if (member == "draft") return "--draft";
+    if (member == "family_dir") return "--draft-family";
+    if (member == "noise_members") return "--draft-noise";
+    if (member == "sigma") return "--draft-sigma";
+    if (member == "rank") return "--draft-rank";
+    if (member == "seed") return "--draft-seed";
+    if (member == "reference_adapter") return "--reference-adapter";
+    return member;
+  };
   cmd->add_option("--drafts", drafts_csv, "draft models PATH[,PATH...] (HF dirs or .gguf)");
   cmd->add_option("--draft", spec.draft, "one draft model (with --draft-noise K: K noise members)");
   cmd->add_option("--draft-family", spec.family_dir,

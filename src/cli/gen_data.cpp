@@ -41,7 +41,7 @@ void add_gen_data_command(CLI::App& app, GlobalOptions&) {
     g.max_prompts = c.value("max_prompts", g.max_prompts);
     g.members = c.value("members", g.members);
     g.responses = c.value("responses", g.responses);
-    if (c.contains("noise")) g.noise = noise_config_from_json(c["noise"], src + " noise");
+    if (c.contains("noise")) g.noise = noise_config_from_json(c["noise"], {src, "noise"});
     g.sampling.temperature = c.value("temperature", 1.0);
     g.sampling.top_p = c.value("top_p", 1.0);
     g.max_new_tokens = c.value("max_new_tokens", g.max_new_tokens);

@@ -227,6 +227,11 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
 
   cmd->callback([f] {
     ScoreModels m = load_score_models(*f);
+    // TokenScorer checks these too; here they name the flags.
+    if (!m.models.target_family && !m.models.drafts)
+      fail("score: give a target family (--target) and/or drafts (--drafts/--draft)");
+    if (m.models.drafts && !m.models.reference && !m.models.target_family)
+      fail("score: the draft estimator needs a reference model (--reference) or a target family");
     auto records = read_records(f->input, m.tok.get(), m.vocab, m.context);
     TokenScorer scorer(std::move(m.models), f->chunk);
     std::string out;

@@ -26,7 +26,7 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
     if (*method != "gkd" && *method != "minillm")
       fail("--method: unknown baseline '", *method, "' (known: gkd, minillm)");
     LoraConfig lora;
-    if (c.contains("lora")) lora = distill::lora_config_from_json(c["lora"], src + " lora", lora);
+    if (c.contains("lora")) lora = distill::lora_config_from_json(c["lora"], {src, "lora"}, lora);
     const std::string data = config_string(c, "data");
     if (data.empty()) fail(src, ": missing field 'data' (or --data)");
     auto samples = distill::read_samples(data);
@@ -38,7 +38,7 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
     distill::Teacher teacher{target.model, {}};
     if (c.contains("teacher_member") && !c["teacher_member"].is_null()) {
       auto noise = c.contains("teacher_noise")
-                       ? noise_config_from_json(c["teacher_noise"], src + " teacher_noise")
+                       ? noise_config_from_json(c["teacher_noise"], {src, "teacher_noise"})
                        : NoiseConfig::target_family(0);
       teacher.deltas =
           NoiseSampler(*target.model, noise).member(c["teacher_member"].get<int64_t>());
@@ -50,10 +50,8 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
       g.lora = lora;
       const json gj = c.value("gkd", json::object());
       check_fields(gj, src + " gkd", {"lambda", "beta", "temperature", "top_p", "max_new_tokens"});
-      g.lambda = gj.value("lambda", g.lambda);
-      g.beta = gj.value("beta", g.beta);
-      g.on_policy = distill::on_policy_config_from_json(gj, src + " gkd", g.on_policy);
-      auto tc = distill::train_config_from_json(c.value("train", json::object()), src + " train",
+      g = distill::gkd_config_from_json(gj, {src, "gkd"}, g);
+      auto tc = distill::train_config_from_json(c.value("train", json::object()), {src, "train"},
                                                 distill::GkdConfig::default_train());
       tc.progress = !f->quiet;
       distill::GkdObjective objective(student.model, teacher, g, tc.seed);
@@ -63,8 +61,8 @@ void add_train_baseline_command(CLI::App& app, GlobalOptions&) {
       m.lora = lora;
       const json mj = c.value("minillm", json::object());
       check_fields(mj, src + " minillm", {"generations", "temperature", "top_p", "max_new_tokens"});
-      m.on_policy = distill::on_policy_config_from_json(mj, src + " minillm", m.on_policy);
-      auto tc = distill::train_config_from_json(c.value("train", json::object()), src + " train",
+      m = distill::minillm_config_from_json(mj, {src, "minillm"}, m);
+      auto tc = distill::train_config_from_json(c.value("train", json::object()), {src, "train"},
                                                 distill::MiniLLMConfig::default_train());
       tc.progress = !f->quiet;
       distill::MiniLLMObjective objective(student.model, teacher, m, tc.seed);

@@ -33,19 +33,23 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions&) {
     if (*splits > 0) c["splits"] = *splits;
     if (*per_split > 0) c["per_split"] = *per_split;
     distill::DraftFamilyConfig fam;
-    fam.strategy = distill::parse_draft_strategy(c.value("strategy", std::string("ddd")));
+    try {
+      fam.strategy = distill::parse_draft_strategy(c.value("strategy", std::string("ddd")));
+    } catch (const Error& e) {
+      fail(src, ": field 'strategy' (--strategy): ", e.what());
+    }
     fam.splits = c.value("splits", fam.splits);
     fam.per_split = c.value("per_split", fam.per_split);
     fam.partition_seed = c.value("partition_seed", fam.partition_seed);
     fam.teacher = c.value("teacher", fam.teacher);
     if (c.contains("lora"))
-      fam.lora = distill::lora_config_from_json(c["lora"], src + " lora", fam.lora);
+      fam.lora = distill::lora_config_from_json(c["lora"], {src, "lora"}, fam.lora);
     if (c.contains("teacher_noise"))
-      fam.teacher_noise = noise_config_from_json(c["teacher_noise"], src + " teacher_noise");
+      fam.teacher_noise = noise_config_from_json(c["teacher_noise"], {src, "teacher_noise"});
     if (c.contains("init_noise"))
       fam.init_noise =
-          noise_config_from_json(c["init_noise"], src + " init_noise", NoiseConfig::draft_init(1));
-    auto tc = distill::train_config_from_json(c.value("train", json::object()), src + " train",
+          noise_config_from_json(c["init_noise"], {src, "init_noise"}, NoiseConfig::draft_init(1));
+    auto tc = distill::train_config_from_json(c.value("train", json::object()), {src, "train"},
                                               distill::DraftFamilyConfig::default_train());
     tc.progress = !f->quiet;
     auto jobs = distill::plan_draft_family(fam);

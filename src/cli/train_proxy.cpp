@@ -17,18 +17,11 @@ void add_train_proxy_command(CLI::App& app, GlobalOptions&) {
   cmd->callback([f] {
     json c = resolve_config(*f);
     const std::string src = f->config.empty() ? "train-proxy" : f->config;
-    check_fields(c, src,
-                 {"target", "data", "train", "lora", "teacher_noise", "teachers", "family_members",
-                  "n_teachers", "seed"});
-    distill::OsdConfig osd;
-    if (c.contains("lora"))
-      osd.lora = distill::lora_config_from_json(c["lora"], src + " lora", osd.lora);
-    if (c.contains("teacher_noise"))
-      osd.teacher_noise = noise_config_from_json(c["teacher_noise"], src + " teacher_noise");
-    osd.teachers = c.value("teachers", osd.teachers);
-    osd.family_members = c.value("family_members", osd.family_members);
-    osd.n_teachers = c.value("n_teachers", osd.n_teachers);
-    auto tc = distill::train_config_from_json(c.value("train", json::object()), src + " train",
+    // The OSD settings sit at the top level beside the run's inputs.
+    json osd_json = c;
+    for (const char* run : {"target", "data", "train", "seed"}) osd_json.erase(run);
+    const auto osd = distill::osd_config_from_json(osd_json, src, distill::OsdConfig{});
+    auto tc = distill::train_config_from_json(c.value("train", json::object()), {src, "train"},
                                               distill::OsdConfig::default_train());
     tc.progress = !f->quiet;
     const std::string data = config_string(c, "data");

@@ -18,7 +18,7 @@ DraftStrategy parse_draft_strategy(const std::string& name) {
   if (name == "ddd") return DraftStrategy::DDD;
   if (name == "idd") return DraftStrategy::IDD;
   if (name == "fdd") return DraftStrategy::FDD;
-  fail("--strategy: unknown draft strategy '", name, "' (known: ddd, idd, fdd)");
+  fail("unknown draft strategy '", name, "' (known: ddd, idd, fdd)");
 }
 
 std::string draft_strategy_name(DraftStrategy s) {
@@ -49,8 +49,8 @@ TrainConfig DraftFamilyConfig::default_train() {
 }
 
 void DraftFamilyConfig::validate(const std::string& source) const {
-  if (splits < 1) fail(source, ": --splits must be >= 1, got ", splits);
-  if (per_split < 1) fail(source, ": --per-split must be >= 1, got ", per_split);
+  if (splits < 1) fail(source, ": field 'splits' must be >= 1, got ", splits);
+  if (per_split < 1) fail(source, ": field 'per_split' must be >= 1, got ", per_split);
   if (teacher != "member" && teacher != "target")
     fail(source, ": teacher '", teacher, "' is not one of member, target");
   lora.validate(source + " lora");

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "util/error.h"
-
 namespace drafteu::distill {
 
 int64_t ScheduleConfig::warmup(int64_t total) const {
@@ -12,16 +10,13 @@ int64_t ScheduleConfig::warmup(int64_t total) const {
   return static_cast<int64_t>(std::ceil(warmup_ratio * static_cast<double>(total)));
 }
 
-void ScheduleConfig::validate(const std::string& source) const {
-  if (kind != "linear" && kind != "cosine" && kind != "constant")
-    fail(source, ": schedule '", kind, "' is not one of linear, cosine, constant");
-  if (warmup_steps < 0) fail(source, ": warmup_steps must be >= 0");
-  if (!(warmup_ratio >= 0.0 && warmup_ratio <= 1.0))
-    fail(source, ": warmup_ratio must lie in [0, 1]");
-}
-
 double lr_multiplier(const ScheduleConfig& s, int64_t step, int64_t total) {
   const int64_t warm = s.warmup(total);
+  if (s.kind == "cosine_floor") {
+    if (step < warm) return static_cast<double>(step + 1) / static_cast<double>(warm);
+    const double progress = static_cast<double>(step) / static_cast<double>(total);
+    return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * progress));
+  }
   if (step < warm)
     return static_cast<double>(step) / static_cast<double>(std::max<int64_t>(1, warm));
   if (s.kind == "constant") return 1.0;

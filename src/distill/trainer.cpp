@@ -29,6 +29,13 @@ namespace drafteu::distill {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+torch::optim::AdamWOptions adamw_options(const TrainConfig& c) {
+  return torch::optim::AdamWOptions(c.lr)
+      .betas({c.adam_beta1, c.adam_beta2})
+      .eps(c.adam_eps)
+      .weight_decay(c.weight_decay);
+}
+
 namespace {
 
 int64_t micro_per_epoch(const TrainConfig& c, int64_t samples) {
@@ -68,15 +75,7 @@ void ensure_writable(const fs::path& out) {
 }  // namespace
 
 void TrainConfig::validate(const std::string& source) const {
-  if (!(lr > 0)) fail(source, ": lr must be > 0");
-  if (weight_decay < 0) fail(source, ": weight_decay must be >= 0");
-  if (batch_size < 1) fail(source, ": batch_size must be >= 1");
-  if (grad_accum < 1) fail(source, ": grad_accum must be >= 1");
-  if (!(epochs > 0) && max_steps <= 0) fail(source, ": epochs must be > 0 (or set max_steps)");
-  if (max_seq_len < 2) fail(source, ": max_seq_len must be >= 2");
-  if (max_grad_norm < 0) fail(source, ": max_grad_norm must be >= 0");
-  parse_compute_dtype(dtype, source + ": dtype");
-  schedule.validate(source);
+  train_config_fields().check(*this, source);  // the ranges live in the field table
 }
 
 Batch Objective::batch_for(const std::vector<const Sample*>& rows, int64_t max_len,
@@ -115,10 +114,10 @@ int64_t resume_step(const fs::path& out, LoraAdapterImpl& adapter, torch::optim:
   if (!ck) return 0;
   if (ck->step > steps)
     fail((out / "checkpoints").string(), ": the latest checkpoint is at step ", ck->step,
-         " but this run has only ", steps, " steps (use a fresh --out)");
+         " but this run has only ", steps, " steps (use a fresh output directory)");
   if (ck->info.value("seed", config.seed) != config.seed)
     fail(out.string(), ": checkpoint was made with seed ", ck->info.value("seed", uint64_t{0}),
-         ", this run uses ", config.seed, " (use a fresh --out)");
+         ", this run uses ", config.seed, " (use a fresh output directory)");
   return ck->step;
 }
 
@@ -219,10 +218,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
 
   LoraAdapterImpl& adapter = objective.adapter();
   auto params = adapter.parameters();
-  torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(config.lr)
-                                            .betas({config.adam_beta1, config.adam_beta2})
-                                            .eps(config.adam_eps)
-                                            .weight_decay(config.weight_decay));
+  torch::optim::AdamW optimizer(params, adamw_options(config));
   const int64_t start = resume_step(out, adapter, optimizer, config, steps);
   const fs::path metrics_file = out / "metrics.jsonl";
   truncate_metrics(metrics_file, start);

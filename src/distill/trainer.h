@@ -100,4 +100,7 @@ TrainResult train(Objective& objective, const std::vector<Sample>& data, const T
 // fresh full-vocabulary buffers otherwise dominate a step on this hardware.
 void tune_malloc_for_training();
 
+// AdamW with the config's lr, betas, eps and weight decay (the trainer's, and the testbed's).
+torch::optim::AdamWOptions adamw_options(const TrainConfig& c);
+
 }  // namespace drafteu::distill

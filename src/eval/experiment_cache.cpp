@@ -23,6 +23,30 @@ StepCache::StepCache(fs::path root, std::ostream* log) : root_(std::move(root)),
   fs::create_directories(root_);
 }
 
+bool build_directory_once(const fs::path& dir, const std::string& marker,
+                          const std::function<void(const fs::path&)>& build) {
+  if (fs::exists(dir / marker)) return true;
+  const fs::path tmp =
+      dir.parent_path() / (".tmp-" + dir.filename().string() + "-" + std::to_string(::getpid()));
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    build(tmp);
+    std::error_code ec;
+    fs::rename(tmp, dir, ec);
+    if (ec) {  // another run finished the same directory first: keep theirs
+      fs::remove_all(tmp);
+      if (!fs::exists(dir / marker))
+        fail("cannot move ", tmp.string(), " to ", dir.string(), ": ", ec.message());
+    }
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  return false;
+}
+
 StepInfo StepCache::run(const std::string& name, const nlohmann::json& key,
                         const std::function<void(const fs::path&)>& build) {
   StepInfo info;
@@ -30,36 +54,16 @@ StepInfo StepCache::run(const std::string& name, const nlohmann::json& key,
   const nlohmann::json salted{{"format", kStepFormatVersion}, {"key", key}};
   info.hash = distill::sha256_hex(salted.dump()).substr(0, 16);
   info.dir = root_ / (name + "-" + info.hash);
-  if (fs::exists(info.dir / "manifest.json")) {
-    info.reused = true;
-    if (log_) *log_ << "[experiment] " << name << ": reusing " << info.dir.string() << std::endl;
-    steps_.push_back(info);
-    return info;
-  }
-  if (log_) *log_ << "[experiment] " << name << ": running" << std::endl;
-  const auto t0 = std::chrono::steady_clock::now();
-  const fs::path tmp =
-      root_ / (".tmp-" + name + "-" + info.hash + "-" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
+  info.reused = build_directory_once(info.dir, "manifest.json", [&](const fs::path& tmp) {
+    if (log_) *log_ << "[experiment] " << name << ": running" << std::endl;
+    const auto t0 = std::chrono::steady_clock::now();
     build(tmp);
     info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     distill::write_manifest(tmp, {{"step", name}, {"key", key}, {"seconds", info.seconds}});
-    std::error_code ec;
-    fs::rename(tmp, info.dir, ec);
-    if (ec) {  // another run finished the same step first: keep theirs
-      fs::remove_all(tmp);
-      if (!fs::exists(info.dir / "manifest.json"))
-        fail("experiment: cannot move ", tmp.string(), " to ", info.dir.string(), ": ",
-             ec.message());
-    }
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
-  }
-  if (log_)
+  });
+  if (log_ && info.reused)
+    *log_ << "[experiment] " << name << ": reusing " << info.dir.string() << std::endl;
+  else if (log_)
     *log_ << "[experiment] " << name << ": done in " << std::fixed << std::setprecision(1)
           << info.seconds << "s" << std::endl;
   steps_.push_back(info);

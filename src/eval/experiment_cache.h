@@ -1,7 +1,8 @@
 // The experiment's step cache: each step's outputs live in <work>/<step>-<hash of its key>/, where
 // the key is the step's config and the keys of its inputs. A step is built in a temporary
 // directory and renamed into place, so a killed run leaves no half-finished step, and a rerun
-// reuses every finished one.
+// reuses every finished one. build_directory_once is that mechanism alone; the testbed's
+// directory (testbed-<key>, eval/testbed_models.h) is built through it too.
 #pragma once
 #include <filesystem>
 #include <functional>
@@ -12,6 +13,12 @@
 #include <nlohmann/json.hpp>
 
 namespace drafteu::eval {
+
+// `dir` as it is when it holds `marker` (returns true: reused); else `build(tmp)` fills a temporary
+// sibling that is renamed to `dir` (a concurrent run that finished first wins). `build` must write
+// `marker` last.
+bool build_directory_once(const std::filesystem::path& dir, const std::string& marker,
+                          const std::function<void(const std::filesystem::path&)>& build);
 
 struct StepInfo {
   std::string name, hash;

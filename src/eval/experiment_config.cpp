@@ -18,72 +18,6 @@ namespace {
 const std::vector<std::string> kSevenModules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
 
-// Every field a config may set, with the quick preset's values; other presets patch these.
-json quick_preset() {
-  return json{
-      {"preset", "quick"},
-      {"task", "arithmetic"},
-      {"seed", 1},
-      {"testbed",
-       {{"n_train", 3000},
-        {"n_test", 200},
-        {"difficulty", 0.0},
-        {"min_steps", 2},
-        {"max_steps", 2},
-        {"vocab", 768},
-        {"target_hidden", 96},
-        {"target_layers", 3},
-        {"target_steps", 1200},
-        {"draft_hidden", 96},
-        {"draft_layers", 2},
-        {"draft_steps", 1800},  // KL(draft ‖ target) 0.004 nats/token; at 600 steps 0.07
-        {"draft_distill", true},
-        {"batch_size", 16},
-        {"dtype", "auto"}}},
-      {"models", {{"target", ""}, {"draft", ""}, {"gsm8k_train", ""}, {"gsm8k_test", ""}}},
-      // task "stories": a real pretrained target (models.target) prompted with openings of its
-      // own stories, and a smaller draft base distilled from it on those stories.
-      {"stories",
-       {{"samples", 384},
-        {"sample_tokens", 96},
-        {"opening_tokens", 6},
-        {"test_prompts", 32},
-        {"draft_hidden", 32},
-        {"draft_layers", 2},
-        {"draft_steps", 600},
-        {"batch_size", 16}}},
-      {"family",
-       {{"members", 3},
-        {"sigma", 0.2},
-        {"relative", true},
-        {"rank", 8},
-        {"modules", kSevenModules}}},
-      {"data",
-       {{"prompts", 48}, {"proxy_answers", 5}, {"draft_answers", 4}, {"max_new_tokens", 96}}},
-      {"train",
-       {{"proxy_steps", 80},
-        {"osd_teachers", "family"},
-        {"draft_steps", 24},
-        {"pool_splits", 3},
-        {"init_sigma", 0.5},
-        {"baseline_steps", 12},
-        {"batch_size", 4},
-        {"proxy_lr", 3e-3},
-        {"draft_lr", 3e-4},  // a fine-tune of a base this close; 3e-3 pulls DDD drafts away
-        {"lora_rank", 16}}},
-      {"fidelity", {{"questions", 8}, {"trials", 5}, {"draft_sigma", 0.1}}},
-      {"proxy", {{"k", {3, 10}}, {"truth_members", 20}, {"runs", 5}, {"questions", 4}}},
-      {"detection",
-       {{"questions", 80},
-        {"sets", 3},
-        {"train_fraction", 0.5},
-        {"tokur_samples", 3},
-        {"tokur_extra_samples", 10},
-        {"aggregate", "mean"},
-        {"ddd_method", "ddd_2x3"}}},
-      {"cost", {{"answers", 4}}}};
-}
-
 json patch_for(const std::string& name) {
   if (name == "quick") return json::object();
   if (name == "tiny")  // the test suite's end-to-end run: every step, minimal sizes
@@ -123,58 +57,6 @@ json patch_for(const std::string& name) {
   fail("experiment: unknown preset '", name, "' (known: tiny, quick, full, stories260k)");
 }
 
-// Overlays `patch` on `base`; a key `base` lacks is an unknown field.
-void overlay(json& base, const json& patch, const std::string& source, const std::string& path) {
-  if (!patch.is_object())
-    fail(source, ": ", path.empty() ? "the config" : "'" + path + "'", " must be a JSON object");
-  for (const auto& [key, value] : patch.items()) {
-    const std::string field = path.empty() ? key : path + "." + key;
-    if (!base.contains(key)) fail(source, ": unknown field '", field, "'");
-    if (base[key].is_object())
-      overlay(base[key], value, source, field);
-    else
-      base[key] = value;
-  }
-}
-
-// Typed access that names the field in errors.
-struct Reader {
-  const json& root;
-  const std::string& source;
-  const json& at(const std::string& path) const {
-    const json* node = &root;
-    size_t start = 0;
-    while (true) {
-      const size_t dot = path.find('.', start);
-      node = &node->at(path.substr(start, dot == std::string::npos ? dot : dot - start));
-      if (dot == std::string::npos) return *node;
-      start = dot + 1;
-    }
-  }
-  template <typename T>
-  T get(const std::string& path) const {
-    const json& v = at(path);
-    try {
-      return v.get<T>();
-    } catch (const json::exception&) {
-      fail(source, ": field '", path, "' has the wrong type (", v.dump(), ")");
-    }
-  }
-  int64_t positive(const std::string& path) const {
-    const json& v = at(path);
-    if (!v.is_number_integer() || v.get<int64_t>() <= 0)
-      fail(source, ": field '", path, "' must be a positive integer (got ", v.dump(), ")");
-    return v.get<int64_t>();
-  }
-  double number(const std::string& path, double lo, double hi) const {
-    const json& v = at(path);
-    if (!v.is_number() || v.get<double>() < lo || v.get<double>() > hi)
-      fail(source, ": field '", path, "' must be a number in [", lo, ", ", hi, "] (got ", v.dump(),
-           ")");
-    return v.get<double>();
-  }
-};
-
 // Module suffixes must name linear layers of the model described by config.json.
 void check_modules(const LlamaConfig& c, const std::vector<std::string>& modules,
                    const std::string& field, const std::string& source) {
@@ -207,15 +89,161 @@ LlamaConfig check_model_dir(const std::string& dir, const std::string& field,
 
 }  // namespace
 
+TestbedOptions TestbedSection::options() const {
+  TestbedOptions tb;
+  tb.n_train = static_cast<size_t>(n_train);
+  tb.n_test = static_cast<size_t>(n_test);
+  tb.eval_problems = std::min<size_t>(tb.n_test, 200);
+  tb.task.difficulty = difficulty;
+  tb.task.min_steps = static_cast<int>(min_steps);
+  tb.task.max_steps = static_cast<int>(max_steps);
+  tb.bpe.vocab_size = static_cast<int>(vocab);
+  // SwiGLU's ~8/3 ratio rounded to 16, as `drafteu testbed` does.
+  auto ffn = [](int64_t hidden) { return std::max<int64_t>(16, hidden * 8 / 3 / 16 * 16); };
+  tb.target_shape = {target_hidden, ffn(target_hidden), target_layers, 4, 4};
+  tb.target_train.steps = target_steps;
+  tb.target_train.batch_size = batch_size;
+  tb.target_train.warmup = std::min<int64_t>(50, target_steps / 10);
+  tb.drafts[0].shape = {draft_hidden, ffn(draft_hidden), draft_layers, 4, 4};
+  tb.drafts[0].train.steps = draft_steps;
+  tb.drafts[0].train.batch_size = batch_size;
+  tb.drafts[0].train.warmup = std::min<int64_t>(50, draft_steps / 10);
+  tb.drafts[0].distill_from_target = draft_distill;
+  tb.target_train.dtype = tb.drafts[0].train.dtype = parse_compute_dtype(dtype, "testbed.dtype");
+  return tb;
+}
+
+namespace {
+
+config::Fields<TestbedSection> testbed_section_fields() {
+  using config::positive;
+  using T = TestbedSection;
+  config::Fields<T> f;
+  f.field("n_train", &T::n_train, positive<int64_t>())
+      .field("n_test", &T::n_test, positive<int64_t>())
+      .field("difficulty", &T::difficulty, config::in_range(0.0, 1.0))
+      .field("min_steps", &T::min_steps, config::in_range<int64_t>(2, 4))
+      .field("max_steps", &T::max_steps, config::in_range<int64_t>(2, 4))
+      .field("vocab", &T::vocab, positive<int64_t>())
+      .field("target_hidden", &T::target_hidden, positive<int64_t>())
+      .field("target_layers", &T::target_layers, positive<int64_t>())
+      .field("target_steps", &T::target_steps, positive<int64_t>())
+      .field("draft_hidden", &T::draft_hidden, positive<int64_t>())
+      .field("draft_layers", &T::draft_layers, positive<int64_t>())
+      .field("draft_steps", &T::draft_steps, positive<int64_t>())
+      .field("draft_distill", &T::draft_distill)
+      .field("batch_size", &T::batch_size, positive<int64_t>())
+      .field("dtype", &T::dtype, config::one_of({"f32", "bf16", "auto"}))
+      .rule([](const T& t, const config::Where& w) {
+        if (t.max_steps < t.min_steps)
+          config::fail_field(w.at("max_steps"), cat("must be at least min_steps (", t.min_steps,
+                                                    "; got ", t.max_steps, ")"));
+      });
+  return f;
+}
+
+config::Fields<StoriesOptions> stories_fields() {
+  using config::positive;
+  using S = StoriesOptions;
+  config::Fields<S> f;
+  f.field("samples", &S::samples, positive<int64_t>())
+      .field("sample_tokens", &S::sample_tokens, positive<int64_t>())
+      .field("opening_tokens", &S::opening_tokens, positive<int64_t>())
+      .field("test_prompts", &S::test_prompts, positive<int64_t>())
+      .field("draft_hidden", &S::draft_hidden, positive<int64_t>())
+      .field("draft_layers", &S::draft_layers, positive<int64_t>())
+      .field("draft_steps", &S::draft_steps, positive<int64_t>())
+      .field("batch_size", &S::batch_size, positive<int64_t>())
+      .rule([](const S& s, const config::Where& w) {
+        if (s.test_prompts >= s.samples)
+          config::fail_field(w.at("test_prompts"), cat("must be below samples (", s.samples,
+                                                       "; got ", s.test_prompts, ")"));
+        if (s.opening_tokens >= s.sample_tokens)
+          config::fail_field(w.at("opening_tokens"),
+                             cat("must be below sample_tokens (", s.sample_tokens, "; got ",
+                                 s.opening_tokens, ")"));
+      });
+  return f;
+}
+
+}  // namespace
+
+const config::Fields<ExperimentConfig>& experiment_config_fields() {
+  static const config::Fields<ExperimentConfig> f = [] {
+    using config::in_range;
+    using config::positive;
+    using E = ExperimentConfig;
+    const auto pos = positive<int64_t>();
+    config::Fields<E> e;
+    e.field("preset", &E::preset)
+        .field("seed", &E::seed)
+        .field("task", &E::task, config::one_of({"arithmetic", "stories"}))
+        .nested("testbed", &E::testbed, testbed_section_fields())
+        .nested("stories", &E::stories, stories_fields())
+        .field("models.target", &E::target_model)
+        .field("models.draft", &E::draft_model)
+        .field("models.gsm8k_train", &E::gsm8k_train)
+        .field("models.gsm8k_test", &E::gsm8k_test)
+        .field("family.members", &E::members, config::at_least<int64_t>(2))
+        .field("family.sigma", &E::sigma, in_range(0.0, 10.0))
+        .field("family.relative", &E::relative_noise)
+        .field("family.rank", &E::noise_rank, pos)
+        .field("family.modules", &E::noise_modules, config::not_empty<std::string>())
+        .field("data.prompts", &E::data_prompts, pos)
+        .field("data.proxy_answers", &E::proxy_answers, pos)
+        .field("data.draft_answers", &E::draft_answers, pos)
+        .field("data.max_new_tokens", &E::max_new_tokens, pos)
+        .field("train.proxy_steps", &E::proxy_steps, pos)
+        .field("train.osd_teachers", &E::osd_teachers, config::one_of({"family", "posterior"}))
+        .field("train.draft_steps", &E::draft_steps, pos)
+        // The 3x3 configuration needs three partitions.
+        .field("train.pool_splits", &E::pool_splits, config::at_least<int64_t>(3))
+        .field("train.init_sigma", &E::init_sigma, in_range(0.0, 10.0))
+        .field("train.baseline_steps", &E::baseline_steps, pos)
+        .field("train.batch_size", &E::batch_size, pos)
+        .field("train.proxy_lr", &E::proxy_lr, in_range(0.0, 1.0))
+        .field("train.draft_lr", &E::draft_lr, in_range(0.0, 1.0))
+        .field("train.lora_rank", &E::lora_rank, pos)
+        .field("fidelity.questions", &E::eval_questions, pos)
+        .field("fidelity.trials", &E::trials, pos)
+        .field("fidelity.draft_sigma", &E::draft_sigma, in_range(0.0, 10.0))
+        .field("proxy.k", &E::proxy_k,
+               [](const std::vector<int64_t>& ks) {
+                 if (ks.empty()) return std::string("must list at least one K");
+                 for (auto k : ks)
+                   if (k < 2) return std::string("must list Ks of at least 2");
+                 return std::string();
+               })
+        .field("proxy.truth_members", &E::proxy_truth_members, pos)
+        .field("proxy.runs", &E::proxy_runs, pos)
+        .field("proxy.questions", &E::proxy_questions, pos)
+        // A train and a test split.
+        .field("detection.questions", &E::detection_questions, config::at_least<int64_t>(4))
+        .field("detection.sets", &E::detection_sets, pos)
+        .field("detection.train_fraction", &E::train_fraction, in_range(0.05, 0.95))
+        .field("detection.tokur_samples", &E::tokur_samples, pos)
+        .field("detection.tokur_extra_samples", &E::tokur_extra_samples, pos)
+        .field("detection.aggregate", &E::detection_aggregate,
+               config::one_of({"sum", "mean", "max"}))
+        .field("detection.ddd_method", &E::detection_ddd, config::one_of(fidelity_methods()))
+        .field("cost.answers", &E::cost_answers, pos);
+    return e;
+  }();
+  return f;
+}
+
 std::vector<std::string> experiment_preset_names() {
   return {"tiny", "quick", "full", "stories260k"};
 }
 
+ExperimentConfig preset_config(const std::string& name) {
+  ExperimentConfig c = experiment_config_fields().from_json(patch_for(name), "preset " + name, {});
+  c.preset = name;
+  return c;
+}
+
 json experiment_preset(const std::string& name) {
-  json base = quick_preset();
-  overlay(base, patch_for(name), "preset " + name, "");
-  base["preset"] = name;
-  return base;
+  return experiment_config_fields().to_json(preset_config(name));
 }
 
 const std::vector<std::string>& fidelity_methods() {
@@ -235,112 +263,11 @@ ExperimentConfig load_experiment_config(const std::string& preset, const fs::pat
 
 ExperimentConfig experiment_config_from_json(const json& overrides, const std::string& preset,
                                              const std::string& source) {
-  json j = experiment_preset(preset);
-  overlay(j, overrides, source, "");
-  j["preset"] = preset;
-  const Reader r{j, source};
-  ExperimentConfig c;
+  ExperimentConfig c =
+      experiment_config_fields().from_json(overrides, source, preset_config(preset));
   c.preset = preset;
-  c.json = j;
-  c.seed = r.get<uint64_t>("seed");
-  c.task = r.get<std::string>("task");
-  if (c.task != "arithmetic" && c.task != "stories")
-    fail(source, ": field 'task' must be 'arithmetic' or 'stories' (got '", c.task, "')");
-  auto& st = c.stories;
-  st.samples = r.positive("stories.samples");
-  st.sample_tokens = r.positive("stories.sample_tokens");
-  st.opening_tokens = r.positive("stories.opening_tokens");
-  st.test_prompts = r.positive("stories.test_prompts");
-  st.draft_hidden = r.positive("stories.draft_hidden");
-  st.draft_layers = r.positive("stories.draft_layers");
-  st.draft_steps = r.positive("stories.draft_steps");
-  st.batch_size = r.positive("stories.batch_size");
-  if (st.test_prompts >= st.samples)
-    fail(source, ": field 'stories.test_prompts' must be below 'stories.samples' (", st.samples,
-         ")");
-  if (st.opening_tokens >= st.sample_tokens)
-    fail(source, ": field 'stories.opening_tokens' must be below 'stories.sample_tokens' (",
-         st.sample_tokens, ")");
-  auto& tb = c.testbed;
-  tb.n_train = static_cast<size_t>(r.positive("testbed.n_train"));
-  tb.n_test = static_cast<size_t>(r.positive("testbed.n_test"));
-  tb.eval_problems = std::min<size_t>(tb.n_test, 200);
-  tb.task.difficulty = r.number("testbed.difficulty", 0, 1);
-  tb.task.min_steps = static_cast<int>(r.number("testbed.min_steps", 2, 4));
-  tb.task.max_steps = static_cast<int>(r.number("testbed.max_steps", tb.task.min_steps, 4));
-  tb.bpe.vocab_size = static_cast<int>(r.positive("testbed.vocab"));
-  const int64_t th = r.positive("testbed.target_hidden"), dh = r.positive("testbed.draft_hidden");
-  // SwiGLU's ~8/3 ratio rounded to 16, as `drafteu testbed` does.
-  tb.target_shape = {th, std::max<int64_t>(16, th * 8 / 3 / 16 * 16),
-                     r.positive("testbed.target_layers"), 4, 4};
-  tb.target_train.steps = r.positive("testbed.target_steps");
-  tb.target_train.batch_size = r.positive("testbed.batch_size");
-  tb.target_train.warmup = std::min<int64_t>(50, tb.target_train.steps / 10);
-  tb.drafts[0].shape = {dh, std::max<int64_t>(16, dh * 8 / 3 / 16 * 16),
-                        r.positive("testbed.draft_layers"), 4, 4};
-  tb.drafts[0].train.steps = r.positive("testbed.draft_steps");
-  tb.drafts[0].train.batch_size = r.positive("testbed.batch_size");
-  tb.drafts[0].train.warmup = std::min<int64_t>(50, tb.drafts[0].train.steps / 10);
-  tb.drafts[0].distill_from_target = r.get<bool>("testbed.draft_distill");
-  tb.target_train.dtype = tb.drafts[0].train.dtype =
-      parse_compute_dtype(r.get<std::string>("testbed.dtype"), source + ": testbed.dtype");
-  c.target_model = r.get<std::string>("models.target");
-  c.draft_model = r.get<std::string>("models.draft");
-  c.gsm8k_train = r.get<std::string>("models.gsm8k_train");
-  c.gsm8k_test = r.get<std::string>("models.gsm8k_test");
-  c.members = r.positive("family.members");
-  c.sigma = r.number("family.sigma", 0, 10);
-  c.relative_noise = r.get<bool>("family.relative");
-  c.noise_rank = r.positive("family.rank");
-  c.noise_modules = r.get<std::vector<std::string>>("family.modules");
-  c.data_prompts = r.positive("data.prompts");
-  c.proxy_answers = r.positive("data.proxy_answers");
-  c.draft_answers = r.positive("data.draft_answers");
-  c.max_new_tokens = r.positive("data.max_new_tokens");
-  c.proxy_steps = r.positive("train.proxy_steps");
-  c.draft_steps = r.positive("train.draft_steps");
-  c.baseline_steps = r.positive("train.baseline_steps");
-  c.osd_teachers = r.get<std::string>("train.osd_teachers");
-  if (c.osd_teachers != "family" && c.osd_teachers != "posterior")
-    fail(source, ": field 'train.osd_teachers' must be 'family' or 'posterior' (got '",
-         c.osd_teachers, "')");
-  c.pool_splits = r.positive("train.pool_splits");
-  c.init_sigma = r.number("train.init_sigma", 0, 10);
-  c.batch_size = r.positive("train.batch_size");
-  c.proxy_lr = r.number("train.proxy_lr", 0, 1);
-  c.draft_lr = r.number("train.draft_lr", 0, 1);
-  c.lora_rank = r.positive("train.lora_rank");
-  c.eval_questions = r.positive("fidelity.questions");
-  c.trials = r.positive("fidelity.trials");
-  c.draft_sigma = r.number("fidelity.draft_sigma", 0, 10);
-  c.proxy_k = r.get<std::vector<int64_t>>("proxy.k");
-  c.proxy_truth_members = r.positive("proxy.truth_members");
-  c.proxy_runs = r.positive("proxy.runs");
-  c.proxy_questions = r.positive("proxy.questions");
-  c.detection_questions = r.positive("detection.questions");
-  c.detection_sets = r.positive("detection.sets");
-  c.train_fraction = r.number("detection.train_fraction", 0.05, 0.95);
-  c.tokur_samples = r.positive("detection.tokur_samples");
-  c.tokur_extra_samples = r.positive("detection.tokur_extra_samples");
-  c.detection_aggregate = r.get<std::string>("detection.aggregate");
-  if (c.detection_aggregate != "sum" && c.detection_aggregate != "mean" &&
-      c.detection_aggregate != "max")
-    fail(source, ": field 'detection.aggregate' must be one of sum, mean, max (got '",
-         c.detection_aggregate, "')");
-  c.detection_ddd = r.get<std::string>("detection.ddd_method");
-  c.cost_answers = r.positive("cost.answers");
-  if (c.proxy_k.empty()) fail(source, ": field 'proxy.k' must list at least one K");
-  for (auto k : c.proxy_k)
-    if (k < 2) fail(source, ": field 'proxy.k': K must be at least 2 (got ", k, ")");
-  if (c.members < 2) fail(source, ": field 'family.members' must be at least 2");
-  if (c.pool_splits < 3)
-    fail(source, ": field 'train.pool_splits' must be at least 3 (the 3x3 configuration)");
-  if (std::find(fidelity_methods().begin(), fidelity_methods().end(), c.detection_ddd) ==
-      fidelity_methods().end())
-    fail(source, ": field 'detection.ddd_method': unknown method '", c.detection_ddd, "'");
-  if (c.detection_questions < 4)
-    fail(source, ": field 'detection.questions' must be at least 4 (a train and a test split)");
-  if (c.noise_modules.empty()) fail(source, ": field 'family.modules' is empty");
+  c.json = config::overlay(experiment_preset(preset), overrides);
+  c.json["preset"] = preset;
   return c;
 }
 

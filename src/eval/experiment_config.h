@@ -1,7 +1,8 @@
-// `drafteu experiment` configuration: embedded presets (tiny, quick, full) as JSON, overridden
-// field by field by an optional config file (unknown fields are errors naming the field), and an
-// up-front validation of everything the run will touch (paths, model configs, module names, GSM8K
-// files) so a bad config fails before any work starts.
+// `drafteu experiment` configuration: presets (quick: the struct's defaults; tiny and full patch
+// them), overridden field by field by an optional config file through one field table
+// (util/config_fields.h: unknown fields, wrong types and out-of-range values name the field), and
+// an up-front validation of everything the run will touch (paths, model configs, module names,
+// GSM8K files) so a bad config fails before any work starts.
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -11,8 +12,26 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/testbed_models.h"
+#include "util/config_fields.h"
 
 namespace drafteu::eval {
+
+// The config's "testbed" section: the sizes and budgets of the testbed the run trains when it has
+// no real checkpoints; options() derives the rest (SwiGLU widths, warmups, dtype).
+struct TestbedSection {
+  int64_t n_train = 3000, n_test = 200;
+  double difficulty = 0.0;
+  int64_t min_steps = 2, max_steps = 2;
+  int64_t vocab = 768;
+  int64_t target_hidden = 96, target_layers = 3, target_steps = 1200;
+  int64_t draft_hidden = 96, draft_layers = 2;
+  int64_t draft_steps = 1800;  // KL(draft ‖ target) 0.004 nats/token; at 600 steps 0.07
+  bool draft_distill = true;
+  int64_t batch_size = 16;
+  std::string dtype = "auto";
+
+  TestbedOptions options() const;
+};
 
 // Task "stories": what the run samples from the real target and how the draft base is distilled.
 struct StoriesOptions {
@@ -23,32 +42,37 @@ struct StoriesOptions {
   int64_t draft_hidden = 32, draft_layers = 2, draft_steps = 600, batch_size = 16;
 };
 
+// Every field a config may set, with the quick preset's values; the other presets patch these.
 struct ExperimentConfig {
-  std::string preset;
+  std::string preset = "quick";
   uint64_t seed = 1;
-  std::string task = "arithmetic";  // the testbed or real checkpoints with GSM8K; or "stories"
+  // "arithmetic": the testbed, or real checkpoints with GSM8K; "stories": a real target
+  // (models.target) prompted with openings of its own stories (eval/story_models).
+  std::string task = "arithmetic";
   StoriesOptions stories;
-  TestbedOptions testbed;  // used when models.target is empty
+  TestbedSection testbed;  // used when models.target is empty
   // Real checkpoints (HF directories, GSM8K JSONL) instead of the testbed.
   std::string target_model, draft_model, gsm8k_train, gsm8k_test;
 
   // Target family: the ground truth (M members of low-rank noise).
   int64_t members = 3;
-  double sigma = 0.1;
+  double sigma = 0.2;
   bool relative_noise = true;  // sigma relative to each weight's rms (family/noise.h)
   int64_t noise_rank = 8;
-  std::vector<std::string> noise_modules;
+  std::vector<std::string> noise_modules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                         "gate_proj", "up_proj", "down_proj"};
 
   // Distillation data and training.
-  int64_t data_prompts = 64, max_new_tokens = 96;
+  int64_t data_prompts = 48, max_new_tokens = 96;
   int64_t proxy_answers = 5;  // B.1: answers per question from each member, for p_mix
   int64_t draft_answers = 4;  // B.2: answers per question from the target, for the drafts
-  int64_t proxy_steps = 20, draft_steps = 10, baseline_steps = 10, batch_size = 4;
+  int64_t proxy_steps = 80, draft_steps = 24, baseline_steps = 12, batch_size = 4;
   std::string osd_teachers = "family";  // distill::OsdConfig::teachers
   int64_t pool_splits = 3;              // S of the DDD pool (B.6: 3 partitions x M members)
   double init_sigma = 0.5;              // IDD/FDD initial noise (B.2)
-  double proxy_lr = 3e-3, draft_lr = 3e-3;
-  int64_t lora_rank = 8;
+  double proxy_lr = 3e-3;
+  double draft_lr = 3e-4;  // a fine-tune of a base this close; 3e-3 pulls DDD drafts away
+  int64_t lora_rank = 16;
 
   // EU fidelity.
   int64_t eval_questions = 8, trials = 5;
@@ -59,7 +83,7 @@ struct ExperimentConfig {
   int64_t proxy_truth_members = 20, proxy_runs = 5, proxy_questions = 4;
 
   // Hallucination detection.
-  int64_t detection_questions = 40, detection_sets = 3;
+  int64_t detection_questions = 80, detection_sets = 3;
   int64_t tokur_samples = 3;         // Table 6 charges TokUR K = 3 target passes
   int64_t tokur_extra_samples = 10;  // the extra row tokur_k10
   double train_fraction = 0.5;
@@ -69,11 +93,15 @@ struct ExperimentConfig {
   // Cost.
   int64_t cost_answers = 4;
 
-  nlohmann::json json;  // the merged config, as run (recorded in results.json)
+  // The preset's JSON with the file's fields laid over it, as written (recorded in results.json;
+  // the evaluation steps' cache keys hash its sections).
+  nlohmann::json json;
   bool real_models() const { return !target_model.empty(); }
   bool stories_task() const { return task == "stories"; }
   bool has_labels() const { return !stories_task(); }  // detection needs right/wrong answers
 };
+
+const config::Fields<ExperimentConfig>& experiment_config_fields();
 
 std::vector<std::string> experiment_preset_names();  // tiny, quick, full, stories260k
 nlohmann::json experiment_preset(const std::string& name);

@@ -206,14 +206,14 @@ json base_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log,
                 {"train", distill::sha256_file(c.gsm8k_train)},
                 {"test", distill::sha256_file(c.gsm8k_test)}};
   } else {
-    const Testbed tb = build_testbed(c.testbed, cache.root() / "testbed", log);
+    const Testbed tb = build_testbed(c.testbed.options(), cache.root() / "testbed", log);
     t.target_dir = tb.target_dir;
     t.draft_dir = tb.draft_dirs.at(0);
     t.train_gsm8k = tb.train_jsonl;
     t.test_gsm8k = tb.test_jsonl;
     t.target_accuracy = tb.info.at("target").at("accuracy").get<double>();
     t.draft_accuracy = tb.info.at("drafts").at(0).at("accuracy").get<double>();
-    base_key = {{"testbed", c.testbed.key()}};
+    base_key = {{"testbed", c.testbed.options().key()}};
   }
   return base_key;
 }

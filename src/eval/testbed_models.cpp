@@ -1,8 +1,5 @@
 #include "eval/testbed_models.h"
 
-#include <malloc.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -15,7 +12,10 @@
 #include <sstream>
 #include <thread>
 
+#include "distill/schedule.h"
+#include "distill/trainer.h"
 #include "eval/answers.h"
+#include "eval/experiment_cache.h"
 #include "model/checkpoint.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -134,17 +134,19 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vecto
   if (!loss_from.empty() && loss_from.size() != seqs.size())
     fail("pretrain: ", loss_from.size(), " loss_from entries for ", seqs.size(), " sequences");
   if (o.steps <= 0 || o.batch_size <= 0) fail("pretrain: steps and batch_size must be positive");
-  // Keep freed memory: with glibc's defaults, page faults on fresh activations dominate a step.
-  mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  mallopt(M_TOP_PAD, 1 << 28);
+  distill::tune_malloc_for_training();
   const auto t0 = Clock::now();
   const double c0 = cpu_now();
   model.train();
   std::vector<torch::Tensor> params;
   for (auto& p : model.parameters()) params.push_back(p);
-  torch::optim::AdamW opt(
-      params, torch::optim::AdamWOptions(o.lr).betas({0.9, 0.95}).weight_decay(o.weight_decay));
+  // distill's optimizer and schedule with the pretraining settings (β2 0.95, cosine to a floor).
+  distill::TrainConfig tc;
+  tc.lr = o.lr;
+  tc.adam_beta2 = 0.95;
+  tc.weight_decay = o.weight_decay;
+  tc.schedule = {.kind = "cosine_floor", .warmup_steps = o.warmup, .min_lr_ratio = o.min_lr_ratio};
+  torch::optim::AdamW opt(params, distill::adamw_options(tc));
   std::mt19937_64 rng(o.seed ^ 0x9E3779B97F4A7C15ull);
   std::vector<size_t> order(seqs.size());
   std::iota(order.begin(), order.end(), size_t{0});
@@ -180,10 +182,7 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vecto
       }
     }
     // Right padding needs no mask: causal attention never looks ahead at it.
-    const double progress = static_cast<double>(step) / static_cast<double>(o.steps);
-    double lr =
-        o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * progress)));
-    if (step < o.warmup) lr = o.lr * static_cast<double>(step + 1) / static_cast<double>(o.warmup);
+    const double lr = o.lr * distill::lr_multiplier(tc.schedule, step, o.steps);
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
 
     torch::Tensor logits, teacher_logits;
@@ -473,19 +472,8 @@ Testbed describe(const fs::path& dir, const TestbedOptions& o) {
 
 Testbed build_testbed(const TestbedOptions& o, const fs::path& cache_dir, std::ostream* log) {
   const fs::path final_dir = cache_dir / ("testbed-" + o.key());
-  if (fs::exists(final_dir / "testbed.json")) {
-    Testbed t = describe(final_dir, o);
-    t.info = nlohmann::json::parse(read_text_file(final_dir / "testbed.json"));
-    t.from_cache = true;
-    if (log) *log << "testbed: reusing " << final_dir.string() << std::endl;
-    return t;
-  }
-  const auto t0 = Clock::now();
-  fs::create_directories(cache_dir);
-  const fs::path tmp = cache_dir / (".tmp-testbed-" + o.key() + "-" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  try {
+  const bool reused = build_directory_once(final_dir, "testbed.json", [&](const fs::path& tmp) {
+    const auto t0 = Clock::now();
     if (log)
       *log << "testbed: generating " << o.n_train << "+" << o.n_test << " problems" << std::endl;
     const TaskSplits data = generate_task(o.task, o.n_train, o.n_test);
@@ -536,21 +524,12 @@ Testbed build_testbed(const TestbedOptions& o, const fs::path& cache_dir, std::o
     for (const auto& d : drafts) info["drafts"].push_back(d.report);
     info["build_seconds"] = seconds_since(t0);
     write_file_atomic(tmp / "testbed.json", info.dump(2) + "\n");
-    std::error_code ec;
-    fs::rename(tmp, final_dir, ec);
-    if (ec) {  // another process finished first: keep theirs
-      fs::remove_all(tmp);
-      if (!fs::exists(final_dir / "testbed.json"))
-        fail("testbed: cannot move ", tmp.string(), " to ", final_dir.string(), ": ", ec.message());
-    }
-    Testbed t = describe(final_dir, o);
-    t.info = nlohmann::json::parse(read_text_file(final_dir / "testbed.json"));
-    return t;
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  });
+  if (reused && log) *log << "testbed: reusing " << final_dir.string() << std::endl;
+  Testbed t = describe(final_dir, o);
+  t.info = nlohmann::json::parse(read_text_file(final_dir / "testbed.json"));
+  t.from_cache = reused;
+  return t;
 }
 
 }  // namespace drafteu::eval

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "family/peft.h"
+#include "util/config_fields.h"
 #include "util/error.h"
 #include "util/file.h"
 #include "util/json.h"
@@ -13,47 +14,54 @@ namespace drafteu {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-nlohmann::json to_json(const NoiseConfig& c) {
-  nlohmann::json j = {{"kind", noise_kind_name(c.kind)},
-                      {"target_modules", c.target_modules},
-                      {"rank", c.rank},
-                      {"sigma", c.sigma},
-                      {"seed", c.seed},
-                      {"per_token", c.per_token},
-                      {"keep_unperturbed", c.keep_unperturbed}};
-  if (c.alpha) j["alpha"] = *c.alpha;
-  if (c.relative) j["relative"] = true;
-  return j;
+const config::Fields<NoiseConfig>& noise_config_fields() {
+  static const config::Fields<NoiseConfig> f = [] {
+    config::Fields<NoiseConfig> n;
+    n.custom(
+         "kind", [](const NoiseConfig& c) { return std::optional<json>(noise_kind_name(c.kind)); },
+         [](NoiseConfig& c, const json& j, const config::Where& w) {
+           const auto name = config::Codec<std::string>::read(j, w);
+           try {
+             c.kind = parse_noise_kind(name);
+           } catch (const Error& e) {
+             config::fail_field(w, e.what());
+           }
+         })
+        .field("target_modules", &NoiseConfig::target_modules)
+        .field("rank", &NoiseConfig::rank)
+        .field("sigma", &NoiseConfig::sigma)
+        .field("alpha", &NoiseConfig::alpha)  // written only when set
+        .field("seed", &NoiseConfig::seed)
+        .field("per_token", &NoiseConfig::per_token)
+        .field("keep_unperturbed", &NoiseConfig::keep_unperturbed)
+        // Written only when true: keys written before the field existed stay the same.
+        .custom(
+            "relative",
+            [](const NoiseConfig& c) {
+              return c.relative ? std::optional<json>(true) : std::nullopt;
+            },
+            [](NoiseConfig& c, const json& j, const config::Where& w) {
+              c.relative = config::Codec<bool>::read(j, w);
+            })
+        .rule([](const NoiseConfig& c, const config::Where& w) {
+          try {
+            c.validate();
+          } catch (const Error& e) {
+            fail(w.label(), ": ", e.what());
+          }
+        });
+    return n;
+  }();
+  return f;
 }
 
-NoiseConfig noise_config_from_json(const nlohmann::json& j, const std::string& source,
+nlohmann::json to_json(const NoiseConfig& c) {
+  return noise_config_fields().to_json(c);
+}
+
+NoiseConfig noise_config_from_json(const nlohmann::json& j, const config::Where& where,
                                    NoiseConfig c) {
-  check_fields(j, source,
-               {"kind", "target_modules", "rank", "sigma", "alpha", "seed", "per_token",
-                "keep_unperturbed", "relative"});
-  if (j.contains("kind")) {
-    std::string kind;
-    take(j, "kind", kind, source);
-    c.kind = parse_noise_kind(kind);
-  }
-  take(j, "target_modules", c.target_modules, source);
-  take(j, "rank", c.rank, source);
-  take(j, "sigma", c.sigma, source);
-  if (j.contains("alpha") && !j["alpha"].is_null()) {
-    double a = 0;
-    take(j, "alpha", a, source);
-    c.alpha = a;
-  }
-  take(j, "seed", c.seed, source);
-  take(j, "per_token", c.per_token, source);
-  take(j, "keep_unperturbed", c.keep_unperturbed, source);
-  take(j, "relative", c.relative, source);
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail(source, ": ", e.what());
-  }
-  return c;
+  return noise_config_fields().from_json(j, where, std::move(c));
 }
 
 MemberDeltas combine_deltas(const MemberDeltas& a, const MemberDeltas& b) {

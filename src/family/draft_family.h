@@ -12,9 +12,16 @@
 
 namespace drafteu {
 
+namespace config {  // util/config_fields.h
+struct Where;
+template <typename S>
+class Fields;
+}  // namespace config
+
+const config::Fields<NoiseConfig>& noise_config_fields();
 nlohmann::json to_json(const NoiseConfig& c);
-// `defaults` overridden by the fields of `j`; unknown fields and wrong types name `source`.
-NoiseConfig noise_config_from_json(const nlohmann::json& j, const std::string& source,
+// `defaults` overridden by the fields of `j`; errors name `where` and the field.
+NoiseConfig noise_config_from_json(const nlohmann::json& j, const config::Where& where,
                                    NoiseConfig defaults = NoiseConfig::target_family(0));
 
 // Two members' terms on the same modules summed as one term of concatenated rank.

@@ -11,18 +11,24 @@
 
 namespace drafteu {
 
+std::string DraftSpec::name(const std::string& member) const {
+  return name_of ? name_of(member) : "draft setting '" + member + "'";
+}
+
 void DraftSpec::validate() const {
-  if (!drafts.empty() && !draft.empty()) fail("--drafts and --draft exclude each other");
-  if (noise_members < 0) fail("--draft-noise must be >= 0");
-  if (noise_members > 0 && draft.empty()) fail("--draft-noise needs --draft");
+  if (!drafts.empty() && !draft.empty())
+    fail(name("drafts"), " and ", name("draft"), " exclude each other");
+  if (noise_members < 0) fail(name("noise_members"), " must be >= 0");
+  if (noise_members > 0 && draft.empty()) fail(name("noise_members"), " needs ", name("draft"));
   if (!family_dir.empty() && draft.empty())
-    fail("--draft-family needs --draft (the draft base the family was trained on)");
+    fail(name("family_dir"), " needs ", name("draft"),
+         " (the draft base the family was trained on)");
   if (!family_dir.empty() && noise_members > 0)
-    fail("--draft-family and --draft-noise exclude each other");
-  if (!(sigma > 0)) fail("--draft-sigma must be > 0");
-  if (rank < 1) fail("--draft-rank must be >= 1");
+    fail(name("family_dir"), " and ", name("noise_members"), " exclude each other");
+  if (!(sigma > 0)) fail(name("sigma"), " must be > 0");
+  if (rank < 1) fail(name("rank"), " must be >= 1");
   if (!reference_adapter.empty() && !enabled())
-    fail("--reference-adapter needs drafts (--drafts or --draft)");
+    fail(name("reference_adapter"), " needs drafts (", name("drafts"), " or ", name("draft"), ")");
 }
 
 namespace {
@@ -44,7 +50,7 @@ LlamaForCausalLM load_draft(const std::string& path, const LoadedModel* target,
 DraftModels load_drafts(const DraftSpec& spec, const LoadedModel* target,
                         const LoadOptions& options) {
   spec.validate();
-  if (!spec.enabled()) fail("drafts needed: --drafts or --draft");
+  if (!spec.enabled()) fail("drafts needed: ", spec.name("drafts"), " or ", spec.name("draft"));
   DraftModels out;
   auto loaded = [&](const std::string& path, const LoadedModel* t, const LoadOptions& o) {
     auto m = load_draft(path, t, o);
@@ -75,7 +81,7 @@ DraftModels load_drafts(const DraftSpec& spec, const LoadedModel* target,
                           ", rank ", spec.rank, ", seed ", spec.seed, ")");
   }
   if (!spec.reference_adapter.empty()) {
-    if (!target) fail("--reference-adapter needs a target to apply it to");
+    if (!target) fail(spec.name("reference_adapter"), " needs a target to apply it to");
     auto adapter = load_peft_adapter(spec.reference_adapter, *target->model.ptr());
     out.reference = adapter->to_member();
     out.description += ", reference = target + " + spec.reference_adapter;

@@ -3,6 +3,7 @@
 // wrote on a draft base; and the optional p_mix adapter on the target.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,9 +24,13 @@ struct DraftSpec {
   int64_t rank = 8;
   uint64_t seed = 0;
   std::string reference_adapter;  // PEFT adapter directory on the target (p_mix)
+  // How errors name a setting, given its member's name ("noise_members"): the CLI names its flags
+  // (cli/draft_flags.cpp), a config reader its fields; unset, "draft setting 'noise_members'".
+  std::function<std::string(const std::string& member)> name_of;
 
   bool enabled() const { return !drafts.empty() || !draft.empty(); }
-  void validate() const;  // throws drafteu::Error naming the flag
+  std::string name(const std::string& member) const;
+  void validate() const;  // throws drafteu::Error naming the settings (name())
 };
 
 struct DraftModels {

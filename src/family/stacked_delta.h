@@ -34,12 +34,12 @@ class StackedDelta : public LinearDelta {
   int64_t members_;
   int64_t first_ = 0, active_ = 0;
   bool per_token_ = false;
-  torch::Tensor a_t_;           // [K, in, r], fixed terms
-  torch::Tensor b_t_;           // [K, r, out], scale folded in
-  torch::Tensor a_;             // [K, r, in]: a_t_ transposed, the raw path's row layout
-  std::vector<bool> perturbs_;  // member k has a term here
+  torch::Tensor a_t_;  // [K, in, r], fixed terms
+  torch::Tensor b_t_;  // [K, r, out], scale folded in
+  torch::Tensor a_;    // [K, r, in]: a_t_ transposed, the raw path's row layout
   std::vector<std::optional<TokenRedraw>> redraw_;
-  torch::Tensor token_a_;  // [K, B, T, r, in] for the current call
+  std::vector<bool> perturbs_;  // member k has a term here
+  torch::Tensor token_a_;       // [K, B, T, r, in] for the current call
 };
 
 }  // namespace drafteu

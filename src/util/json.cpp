@@ -65,8 +65,4 @@ void check_fields(const nlohmann::json& j, const std::string& source,
   }
 }
 
-void fail_field_type(const std::string& source, const char* key, const nlohmann::json& value) {
-  fail(source, ": field '", key, "' has the wrong type (", json_preview(value), ")");
-}
-
 }  // namespace drafteu

@@ -33,21 +33,9 @@ std::string json_preview(const nlohmann::json& j);
 // Compact JSON with invalid UTF-8 replaced by U+FFFD: generated text can end inside a character.
 std::string dump_json(const nlohmann::json& j);
 
-// Config objects field by field: `check_fields` rejects a key outside `known` (and a non-object),
-// `take` sets `out` from `key` when present and not null; errors name `source` and the field.
+// Rejects a key of `j` outside `known` (and a non-object), naming `source`: the top-level shapes of
+// the CLI's config files. Library configs declare field tables instead (util/config_fields.h).
 void check_fields(const nlohmann::json& j, const std::string& source,
                   std::initializer_list<const char*> known);
-[[noreturn]] void fail_field_type(const std::string& source, const char* key,
-                                  const nlohmann::json& value);
-template <typename T>
-void take(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return;
-  try {
-    out = it->get<T>();
-  } catch (const nlohmann::json::exception&) {
-    fail_field_type(source, key, *it);
-  }
-}
 
 }  // namespace drafteu

@@ -7,10 +7,9 @@ namespace drafteu {
 
 TokenScorer::TokenScorer(ScoringModels models, int64_t chunk)
     : models_(std::move(models)), chunk_(std::max<int64_t>(1, chunk)) {
-  if (!models_.target_family && !models_.drafts)
-    fail("score: give a target family (--target) and/or drafts (--drafts/--draft)");
+  if (!models_.target_family && !models_.drafts) fail("score: give a target family and/or drafts");
   if (models_.drafts && !models_.reference && !models_.target_family)
-    fail("score: the draft estimator needs a reference model (--reference) or a target family");
+    fail("score: the draft estimator needs a reference model or a target family");
   int64_t vocab = 0;
   for (const auto* f :
        {models_.target_family.get(), models_.drafts.get(), models_.reference.get()}) {
