@@ -93,44 +93,47 @@ double forward_flops(const LlamaConfig& c, int64_t b, int64_t t, int64_t rank) {
          (layers * (linear + low_rank + 2 * q * keys) + d * static_cast<double>(c.vocab_size));
 }
 
+// Runs `block` (kRounds dependent FMAs on each of several independent accumulators) until
+// `seconds` pass; returns GFLOP/s for `flops_per_block`.
+constexpr int kRounds = 100000;
+template <typename Block>
+double fma_rate(double seconds, double flops_per_block, Block&& block) {
+  int64_t blocks = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double dt = 0;
+  while (dt < seconds) {
+    block();
+    ++blocks;
+    dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return static_cast<double>(blocks) * flops_per_block / dt / 1e9;
+}
+
 // The FMA peak of one thread: independent accumulators, so the loop is bound by the FMA units.
 __attribute__((target("avx2,fma"))) double peak_avx2(double seconds) {
   __m256 acc[10];
   for (auto& a : acc) a = _mm256_set1_ps(1.0f);
   const __m256 m = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
-  int64_t iters = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  double dt = 0;
-  while (dt < seconds) {
-    for (int i = 0; i < 100000; ++i)
-      for (auto& a : acc) a = _mm256_fmadd_ps(a, m, c);
-    iters += 100000;
-    dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
-  float sink = 0;
-  for (auto& a : acc) sink += _mm256_cvtss_f32(a);
-  benchmark::DoNotOptimize(sink);
-  return static_cast<double>(iters) * 10 * 8 * 2 / dt / 1e9;
+  const double r = fma_rate(
+      seconds, 2.0 * kRounds * 10 * 8, [&]() __attribute__((target("avx2,fma"))) {
+        for (int i = 0; i < kRounds; ++i)
+          for (auto& a : acc) a = _mm256_fmadd_ps(a, m, c);
+      });
+  for (auto& a : acc) benchmark::DoNotOptimize(a);
+  return r;
 }
 
 __attribute__((target("avx512f"))) double peak_avx512(double seconds) {
   __m512 acc[12];
   for (auto& a : acc) a = _mm512_set1_ps(1.0f);
   const __m512 m = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(1e-4f);
-  int64_t iters = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  double dt = 0;
-  while (dt < seconds) {
-    for (int i = 0; i < 100000; ++i)
-      for (auto& a : acc) a = _mm512_fmadd_ps(a, m, c);
-    iters += 100000;
-    dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  }
-  float sink = 0;
-  float lanes[16];
-  for (auto& a : acc) _mm512_storeu_ps(lanes, a), sink += lanes[0];
-  benchmark::DoNotOptimize(sink);
-  return static_cast<double>(iters) * 12 * 16 * 2 / dt / 1e9;
+  const double r = fma_rate(
+      seconds, 2.0 * kRounds * 12 * 16, [&]() __attribute__((target("avx512f"))) {
+        for (int i = 0; i < kRounds; ++i)
+          for (auto& a : acc) a = _mm512_fmadd_ps(a, m, c);
+      });
+  for (auto& a : acc) benchmark::DoNotOptimize(a);
+  return r;
 }
 
 torch::Tensor random_ids(int64_t vocab, int64_t b, int64_t t) {
