@@ -2,11 +2,11 @@
 
 #include <algorithm>
 
-#include "distill/config.h"
-#include "distill/data.h"
-#include "family/low_rank.h"
+#include "distill/samples.h"
+#include "family/module_names.h"
 #include "model/config.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::eval {
 
@@ -137,16 +137,23 @@ struct Reader {
   template <typename T>
   T get(const std::string& path) const {
     const json& v = at(path);
+    if (!json_integers_fit<T>(v))
+      fail(source, ": field '", path, "' must hold integers (got ", v.dump(), ")");
     try {
       return v.get<T>();
     } catch (const json::exception&) {
       fail(source, ": field '", path, "' has the wrong type (", v.dump(), ")");
     }
   }
+  // Sizes, counts and steps: at most INT32_MAX, so none wraps in an int (testbed.vocab) or
+  // overflows in arithmetic on it (the testbed's widths are multiplied by 8).
   int64_t positive(const std::string& path) const {
     const json& v = at(path);
-    if (!v.is_number_integer() || v.get<int64_t>() <= 0)
-      fail(source, ": field '", path, "' must be a positive integer (got ", v.dump(), ")");
+    constexpr int64_t kMax = 2147483647;
+    if (!v.is_number_integer() || v.get<int64_t>() <= 0 || v.get<int64_t>() > kMax ||
+        (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(kMax)))
+      fail(source, ": field '", path, "' must be a positive integer of at most ", kMax, " (got ",
+           v.dump(), ")");
     return v.get<int64_t>();
   }
   double number(const std::string& path, double lo, double hi) const {
@@ -209,7 +216,7 @@ const std::vector<std::string>& fidelity_methods() {
 }
 
 ExperimentConfig load_experiment_config(const std::string& preset, const fs::path& file) {
-  json overrides = file.empty() ? json::object() : distill::read_json_file(file);
+  json overrides = file.empty() ? json::object() : read_json_file(file);
   std::string name = preset;
   if (name.empty()) name = overrides.value("preset", std::string("quick"));
   return experiment_config_from_json(overrides, name,

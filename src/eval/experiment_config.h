@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "eval/testbed_models.h"
+#include "eval/testbed_options.h"
 
 namespace drafteu::eval {
 

@@ -4,6 +4,8 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -39,10 +41,32 @@ void check_fields(const nlohmann::json& j, const std::string& source,
                   std::initializer_list<const char*> known);
 [[noreturn]] void fail_field_type(const std::string& source, const char* key,
                                   const nlohmann::json& value);
+// nlohmann's get<integer>() static_casts a JSON float, which is undefined behaviour out of the
+// integer's range (1e300): an integer field (or every element of an integer array) must hold a
+// JSON integer. Other types are left to get<T>()'s own checks.
+template <typename T>
+struct is_std_vector : std::false_type {};
+template <typename T>
+struct is_std_vector<std::vector<T>> : std::true_type {};
+template <typename T>
+bool json_integers_fit(const nlohmann::json& v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    return !v.is_number_float();
+  } else if constexpr (is_std_vector<T>::value) {
+    if (v.is_array())
+      for (const auto& e : v)
+        if (!json_integers_fit<typename T::value_type>(e)) return false;
+    return true;
+  } else {
+    return true;
+  }
+}
+
 template <typename T>
 void take(const nlohmann::json& j, const char* key, T& out, const std::string& source) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return;
+  if (!json_integers_fit<T>(*it)) fail_field_type(source, key, *it);
   try {
     out = it->get<T>();
   } catch (const nlohmann::json::exception&) {
