@@ -218,7 +218,14 @@ const std::vector<std::string>& fidelity_methods() {
 ExperimentConfig load_experiment_config(const std::string& preset, const fs::path& file) {
   json overrides = file.empty() ? json::object() : read_json_file(file);
   std::string name = preset;
-  if (name.empty()) name = overrides.value("preset", std::string("quick"));
+  if (name.empty()) {
+    name = "quick";
+    if (auto it = overrides.find("preset"); it != overrides.end()) {
+      if (!it->is_string())  // json::value() would throw a type_error naming no file
+        fail(file.string(), ": field 'preset' must be a string, got ", json_preview(*it));
+      name = it->get<std::string>();
+    }
+  }
   return experiment_config_from_json(overrides, name,
                                      file.empty() ? "preset " + name : file.string());
 }

@@ -40,7 +40,7 @@ std::vector<ScoreRecord> read_score_records(const std::string& path, const Token
     try {
       check_json_depth(line, where);
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error&) {
+    } catch (const nlohmann::json::exception&) {  // also out_of_range: "1e999" (fuzz_jsonl)
       fail(where, ": not valid JSON");
     }
     if (!j.is_object()) fail(where, ": expected a JSON object");
