@@ -3,6 +3,7 @@
 // directory and renamed into place, so a killed run leaves no half-finished step, and a rerun
 // reuses every finished one.
 #pragma once
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <iosfwd>
@@ -13,6 +14,14 @@
 
 namespace drafteu::eval {
 
+// Thrown by StepCache::run once the step named by stop_after() is built or reused: the run ends
+// there (a test hook, as the trainers' --stop-after; rerunning resumes at the next step).
+struct StoppedAfterStep : std::exception {
+  explicit StoppedAfterStep(std::string s) : step(std::move(s)) {}
+  const char* what() const noexcept override { return step.c_str(); }
+  std::string step;
+};
+
 struct StepInfo {
   std::string name, hash;
   std::filesystem::path dir;
@@ -22,7 +31,8 @@ struct StepInfo {
 
 class StepCache {
  public:
-  StepCache(std::filesystem::path root, std::ostream* log);
+  // Removes the temporary directories of steps whose run was killed (their process is gone).
+  StepCache(std::filesystem::path root, std::ostream* log, std::string stop_after = "");
   const std::filesystem::path& root() const { return root_; }
 
   // The finished directory of step `name` with `key`; `build(tmp_dir)` fills it when missing.
@@ -36,6 +46,7 @@ class StepCache {
  private:
   std::filesystem::path root_;
   std::ostream* log_;
+  std::string stop_after_;
   std::vector<StepInfo> steps_;
 };
 
