@@ -1,5 +1,8 @@
-# Fuzz harnesses (tests/fuzz/fuzz_<target>.cpp). They link only the torch-free modules (util, io,
-# tokenizer) plus model/config.cpp, so they build under clang with sanitizers.
+# Fuzz harnesses (tests/fuzz/fuzz_<target>.cpp). They link only torch-free sources: the modules
+# util, io and tokenizer, plus the readers of other modules that are kept torch-free for this
+# (DRAFTEU_FUZZ_READER_SOURCES). torch 1.13's headers do not compile under Debian's clang 14 in
+# C++20 (std::vector<c10::IValue> of an incomplete type in ATen/core/List.h), so a reader that
+# needs torch cannot be fuzzed: its parsing lives in a torch-free file instead.
 #  - Always: fuzz_replay runs every harness over its checked-in corpus (one ctest entry).
 #  - -DDRAFTEU_FUZZ=ON with clang: one libFuzzer executable per target, fuzz_<target>, with
 #    ASan + UBSan (tools/fuzz.sh TARGET SECONDS builds and runs one).
@@ -13,7 +16,14 @@ foreach(line ${DRAFTEU_FUZZ_LINES})
 endforeach()
 file(GLOB DRAFTEU_FUZZ_LIB_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/src/util/*.cpp
      ${CMAKE_SOURCE_DIR}/src/model/io/*.cpp ${CMAKE_SOURCE_DIR}/src/model/tokenizer/*.cpp)
-list(APPEND DRAFTEU_FUZZ_LIB_SOURCES ${CMAKE_SOURCE_DIR}/src/model/config.cpp)
+set(DRAFTEU_FUZZ_READER_SOURCES
+    src/model/config.cpp src/model/compute_dtype.cpp
+    src/family/module_names.cpp src/family/lora_config.cpp src/family/peft_format.cpp
+    src/uncertainty/scoring/score_records.cpp src/distill/samples.cpp
+    src/eval/experiment_config.cpp src/eval/testbed_options.cpp src/eval/testbed_task.cpp
+    src/serve/openai_request.cpp src/serve/score_request.cpp)
+list(TRANSFORM DRAFTEU_FUZZ_READER_SOURCES PREPEND ${CMAKE_SOURCE_DIR}/)
+list(APPEND DRAFTEU_FUZZ_LIB_SOURCES ${DRAFTEU_FUZZ_READER_SOURCES})
 
 if(DRAFTEU_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
@@ -36,7 +46,7 @@ else()
     set_source_files_properties(${DRAFTEU_FUZZ_DIR}/fuzz_${t}.cpp PROPERTIES
                                 COMPILE_DEFINITIONS "LLVMFuzzerTestOneInput=fuzz_${t}")
   endforeach()
-  add_executable(fuzz_replay ${replay_sources} ${CMAKE_SOURCE_DIR}/src/model/config.cpp)
+  add_executable(fuzz_replay ${replay_sources} ${DRAFTEU_FUZZ_READER_SOURCES})
   target_include_directories(fuzz_replay PRIVATE ${DRAFTEU_FUZZ_DIR})
   target_link_libraries(fuzz_replay PRIVATE drafteu_tokenizer drafteu_io drafteu_util)
   target_compile_options(fuzz_replay PRIVATE ${DRAFTEU_WARNINGS})

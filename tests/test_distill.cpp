@@ -4,6 +4,7 @@
 #include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -12,8 +13,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <limits>
+#include <random>
 #include <set>
 #include <string>
 #include <thread>
@@ -266,6 +269,25 @@ TEST(Data, MalformedInputNamesFileAndLine) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("s.jsonl:2"), std::string::npos) << e.what();
+  }
+  // A non-string "prompt" escaped as nlohmann's type_error, which names no file (fuzz_jsonl).
+  json bad = sample_to_json(synthetic_samples(1, 1, 0)[0]);
+  bad["prompt"] = 5;
+  std::ofstream(dir / "t.jsonl") << bad.dump() << "\n";
+  EXPECT_NE(test::error_of([&] {
+              read_samples(dir / "t.jsonl");
+            }).find("t.jsonl:1: field 'prompt' has the wrong type"),
+            std::string::npos);
+  // A float where an integer belongs was cast with undefined behaviour (UBSan in fuzz_jsonl).
+  for (const char* key : {"seed", "prompt_index"}) {
+    json f = sample_to_json(synthetic_samples(1, 1, 0)[0]);
+    f[key] = 2.8e31;
+    std::ofstream(dir / "f.jsonl") << f.dump() << "\n";
+    EXPECT_NE(test::error_of([&] {
+                read_samples(dir / "f.jsonl");
+              }).find(std::string("f.jsonl:1: field '") + key + "' must hold integers"),
+              std::string::npos)
+        << key;
   }
   std::ofstream(dir / "q.jsonl") << "{\"answer\": \"4\"}\n";
   try {
@@ -608,6 +630,274 @@ TEST(Trainer, SigkillOfTheCliResumesToTheSameWeights) {
   auto a = read_lines(dir / "straight/adapter/adapter_model.safetensors");
   auto b = read_lines(dir / "killed/adapter/adapter_model.safetensors");
   EXPECT_TRUE(a == b) << "adapter files differ after SIGKILL + resume";
+}
+
+namespace {
+
+// ---------------------------------------------------------------- crash safety of the CLI jobs
+
+// `command` through /bin/sh in its own process group (a SIGKILL of the group reaches sh and
+// drafteu). fsize_limit >= 0: RLIMIT_FSIZE in the child with SIGXFSZ ignored, so a write past
+// that many bytes fails with EFBIG, as on a full disk, without root. output_fd: when given, the
+// child's stdout and stderr go to a pipe whose read end is returned there (a pipe, not a file:
+// the limit would cut the error message short).
+pid_t spawn_job(const std::string& command, long fsize_limit = -1, int* output_fd = nullptr) {
+  int fds[2] = {-1, -1};
+  if (output_fd && pipe(fds) != 0) return -1;
+  pid_t pid = fork();
+  if (pid > 0) setpgid(pid, pid);
+  if (pid == 0) {
+    setpgid(0, 0);
+    if (output_fd) {
+      dup2(fds[1], 1), dup2(fds[1], 2);
+      close(fds[0]), close(fds[1]);
+    }
+    if (fsize_limit >= 0) {
+      const rlimit r{static_cast<rlim_t>(fsize_limit), static_cast<rlim_t>(fsize_limit)};
+      setrlimit(RLIMIT_FSIZE, &r);
+      signal(SIGXFSZ, SIG_IGN);
+    }
+    execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  if (output_fd) {
+    close(fds[1]);
+    *output_fd = fds[0];
+  }
+  return pid;
+}
+
+// Runs `command` with writes limited to `limit` bytes per file; returns the wait status and the
+// output (stdout and stderr).
+int run_with_file_limit(const std::string& command, long limit, std::string* output) {
+  int fd = -1;
+  const pid_t pid = spawn_job(command, limit, &fd);
+  output->clear();
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) output->append(buf, static_cast<size_t>(n));
+  close(fd);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+int64_t count_lines(const fs::path& p) {
+  return fs::exists(p) ? static_cast<int64_t>(read_lines(p).size()) : 0;
+}
+
+// Lines of all files named `name` under `dir` (e.g. every draft job's metrics.jsonl).
+int64_t count_lines_under(const fs::path& dir, const std::string& name) {
+  int64_t n = 0;
+  if (!fs::exists(dir)) return 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.path().filename() == name) n += count_lines(e.path());
+  return n;
+}
+
+// Kills `command(out)` at `kills` seeded random moments and resumes it each time, then runs it to
+// the end. A moment is when progress(out) first reaches a random level in [lo, hi) (levels rise
+// from kill to kill), plus 0-20 ms, so kills land inside steps and checkpoint writes alike.
+void kill_and_resume(const std::function<std::string(const fs::path&)>& command,
+                     const fs::path& out, const std::function<int64_t()>& progress, int64_t lo,
+                     int64_t hi, uint64_t seed, int kills = 3) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> levels;
+  for (int i = 0; i < kills; ++i) levels.push_back(lo + static_cast<int64_t>(rng() % (hi - lo)));
+  std::sort(levels.begin(), levels.end());
+  for (int64_t level : levels) {
+    const pid_t pid = spawn_job(command(out) + " >/dev/null 2>&1");
+    int status = 0;
+    bool exited = false;
+    for (int i = 0; i < 24000 && progress() < level; ++i) {  // at most 120 s
+      if (waitpid(pid, &status, WNOHANG) == pid) {
+        exited = true;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    if (!exited) {
+      std::this_thread::sleep_for(std::chrono::microseconds(rng() % 20000));
+      kill(-pid, SIGKILL);
+      waitpid(pid, &status, 0);
+    }
+    EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+        << "the run at level " << level << " ended before it was killed (status " << status << ")";
+  }
+  const auto r = test::run_command(command(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+}
+
+// The bytes of `rel` under `a` and `b` are equal (and the file exists).
+void expect_same_file(const fs::path& a, const fs::path& b, const std::string& rel) {
+  ASSERT_TRUE(fs::exists(a / rel)) << (a / rel);
+  ASSERT_TRUE(fs::exists(b / rel)) << (b / rel);
+  EXPECT_TRUE(read_bytes(a / rel) == read_bytes(b / rel)) << rel << " differs after kills";
+}
+
+// metrics.jsonl without the wall-clock field: every step's loss, lr, norm and tokens must match.
+std::vector<json> metrics_without_time(const fs::path& file) {
+  std::vector<json> out;
+  for (const auto& l : read_lines(file)) {
+    auto j = json::parse(l);
+    j.erase("elapsed_s");
+    out.push_back(j);
+  }
+  return out;
+}
+
+void write_synthetic_data(const fs::path& file, int64_t prompts, int64_t per, uint64_t seed) {
+  std::ofstream f(file);
+  for (const auto& s : synthetic_samples(prompts, per, seed)) f << sample_to_json(s).dump() << "\n";
+}
+
+}  // namespace
+
+TEST(CrashSafety, TrainDraftsResumesByteIdenticalAfterThreeKills) {
+  const auto dir = test::scratch_dir("crash_train_drafts");
+  write_synthetic_data(dir / "data.jsonl", 8, 2, 7);
+  auto command = [&](const fs::path& out) {
+    return test::drafteu_bin() +
+           " --threads 1 train-drafts --quiet --target preset:tiny:3 --data " +
+           (dir / "data.jsonl").string() +
+           " --strategy ddd --splits 1 --per-split 2 --set lora.r=2 --set teacher_noise.rank=2"
+           " --set train.batch_size=2 --max-steps 40 --save-every 3 --seed 5 --out " +
+           out.string();
+  };
+  auto r = test::run_command(command(dir / "straight"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path killed = dir / "killed";
+  kill_and_resume(
+      command, killed, [&] { return count_lines_under(killed, "metrics.jsonl"); }, 2, 70, 1401);
+  for (const char* job : {"draft-s0-m0", "draft-s0-m1"}) {
+    const fs::path a = dir / "straight" / job, b = killed / job;
+    expect_same_file(a, b, "adapter/adapter_model.safetensors");
+    expect_same_file(a, b, "adapter/adapter_config.json");
+    EXPECT_EQ(metrics_without_time(a / "metrics.jsonl"), metrics_without_time(b / "metrics.jsonl"))
+        << job;
+  }
+}
+
+TEST(CrashSafety, TrainBaselineGkdResumesByteIdenticalAfterThreeKills) {
+  const auto dir = test::scratch_dir("crash_train_baseline");
+  write_synthetic_data(dir / "data.jsonl", 6, 1, 8);
+  auto command = [&](const fs::path& out) {
+    return test::drafteu_bin() +
+           " --threads 1 train-baseline --quiet --method gkd --target preset:tiny:3"
+           " --set draft=preset:tiny:4 --data " +
+           (dir / "data.jsonl").string() +
+           " --set lora.r=2 --set gkd.max_new_tokens=4 --set gkd.lambda=0.5"
+           " --set train.batch_size=2 --max-steps 30 --save-every 2 --seed 6 --out " +
+           out.string();
+  };
+  auto r = test::run_command(command(dir / "straight"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path killed = dir / "killed";
+  kill_and_resume(
+      command, killed, [&] { return count_lines(killed / "metrics.jsonl"); }, 2, 24, 1402);
+  expect_same_file(dir / "straight", killed, "adapter/adapter_model.safetensors");
+  EXPECT_EQ(metrics_without_time(dir / "straight/metrics.jsonl"),
+            metrics_without_time(killed / "metrics.jsonl"));
+}
+
+TEST(CrashSafety, GenDataResumesByteIdenticalAfterThreeKills) {
+  const auto dir = test::scratch_dir("crash_gen_data");
+  auto command = [&](const fs::path& out) {
+    return test::drafteu_bin() + " --threads 1 gen-data --quiet --target " +
+           test::stories260k_gguf().string() + " --prompts " +
+           (test::shared_dir() / "data/gsm8k/test.jsonl").string() +
+           " --set max_prompts=6 --members -1 0 --responses 3 --set max_new_tokens=24"
+           " --set batch_size=2 --set seed=3 --out " +
+           out.string();
+  };
+  auto r = test::run_command(command(dir / "straight"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(count_lines(dir / "straight/samples.jsonl"), 36);
+  const fs::path killed = dir / "killed";
+  kill_and_resume(
+      command, killed, [&] { return count_lines(killed / "samples.jsonl"); }, 1, 28, 1403);
+  expect_same_file(dir / "straight", killed, "samples.jsonl");
+}
+
+// A full disk (writes past RLIMIT_FSIZE fail with EFBIG) during train-proxy's checkpointing and
+// gen-data's output: a clear error naming the file, a plain non-zero exit (not SIGABRT), no partial
+// file in place, and the previous checkpoint still resumes to the uninterrupted run's adapter.
+TEST(CrashSafety, FullDiskFailsCleanlyAndKeepsThePreviousCheckpoint) {
+  const auto dir = test::scratch_dir("crash_full_disk");
+  write_synthetic_data(dir / "data.jsonl", 8, 2, 5);
+  auto command = [&](const fs::path& out) {
+    return test::drafteu_bin() + " --threads 1 train-proxy --quiet --target preset:tiny:3 --data " +
+           (dir / "data.jsonl").string() +
+           " --set lora.r=4 --set teacher_noise.rank=4 --set train.batch_size=2"
+           " --max-steps 12 --save-every 3 --seed 4 --out " +
+           out.string();
+  };
+  auto r = test::run_command(command(dir / "straight"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const fs::path out = dir / "run";
+  // The first checkpoint with room to spare; stop there.
+  r = test::run_command(command(out) + " --stop-after 3");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto optimizer_size = fs::file_size(out / "checkpoints/step-00000003/optimizer.pt");
+  // Files may now grow to just below the checkpoint's largest file: the resumed run trains steps
+  // 4-6, then cannot write the step-6 checkpoint.
+  std::string err;
+  int status = run_with_file_limit(command(out), static_cast<long>(optimizer_size) - 1, &err);
+  ASSERT_TRUE(WIFEXITED(status)) << "killed by signal " << WTERMSIG(status) << ": " << err;
+  EXPECT_NE(WEXITSTATUS(status), 0) << err;
+  EXPECT_NE(err.find("optimizer.pt"), std::string::npos) << err;
+  EXPECT_NE(err.find("File too large"), std::string::npos) << err;
+  EXPECT_EQ(read_bytes(out / "checkpoints/latest"), "step-00000003\n");
+  for (const auto& e : fs::recursive_directory_iterator(out)) {
+    const std::string name = e.path().filename().string();
+    EXPECT_EQ(name.find(".tmp"), std::string::npos) << "left behind: " << e.path();
+  }
+  EXPECT_FALSE(fs::exists(out / "adapter")) << "no final adapter from a failed run";
+  // With room again, the run resumes from step 3 to the uninterrupted run's adapter.
+  r = test::run_command(command(out));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_same_file(dir / "straight", out, "adapter/adapter_model.safetensors");
+  EXPECT_EQ(metrics_without_time(dir / "straight/metrics.jsonl"),
+            metrics_without_time(out / "metrics.jsonl"));
+
+  // No room at all (a full or read-only output directory): the error comes before any training.
+  status = run_with_file_limit(command(dir / "full"), 0, &err);
+  ASSERT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_NE(err.find((dir / "full").string()), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir / "full/metrics.jsonl"));
+  EXPECT_FALSE(fs::exists(dir / "full/checkpoints"));
+  if (geteuid() !=
+      0) {  // a read-only directory (root writes through chmod; RLIMIT_FSIZE stands in)
+    fs::create_directories(dir / "ro");
+    fs::permissions(dir / "ro", fs::perms::owner_read | fs::perms::owner_exec);
+    r = test::run_command(command(dir / "ro"));
+    fs::permissions(dir / "ro", fs::perms::owner_all);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find((dir / "ro").string()), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(dir / "ro/metrics.jsonl"));
+  }
+
+  // gen-data: the output stops at the last whole line that fits, with an error naming it.
+  const std::string gen = test::drafteu_bin() + " --threads 1 gen-data --quiet --target " +
+                          test::stories260k_gguf().string() + " --prompts " +
+                          (test::shared_dir() / "data/gsm8k/test.jsonl").string() +
+                          " --set max_prompts=2 --responses 3 --set max_new_tokens=16 --out " +
+                          (dir / "gen").string();
+  r = test::run_command(gen);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string full = read_bytes(dir / "gen/samples.jsonl");
+  fs::remove_all(dir / "gen");
+  status = run_with_file_limit(gen, static_cast<long>(full.size() / 2), &err);
+  ASSERT_TRUE(WIFEXITED(status)) << err;
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_NE(err.find("samples.jsonl: write failed"), std::string::npos) << err;
+  const std::string part = read_bytes(dir / "gen/samples.jsonl");
+  ASSERT_FALSE(part.empty());
+  EXPECT_EQ(part.back(), '\n') << "a partial line was left in place";
+  EXPECT_EQ(full.compare(0, part.size(), part), 0) << "the lines written differ";
+  r = test::run_command(gen);  // room again: it completes to the same file
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(read_bytes(dir / "gen/samples.jsonl") == full);
 }
 
 // A loss that turns non-finite at a given step: the loop must stop with an error, not save NaN.

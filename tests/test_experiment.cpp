@@ -1,13 +1,18 @@
 // `drafteu experiment`: config presets and validation, and a tiny end-to-end run of the whole
 // pipeline through the CLI (outputs, step reuse on rerun, the report rendered by Chromium).
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <random>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +26,7 @@
 #include "test_support.h"
 #include "util/error.h"
 #include "util/file.h"
+#include "util/json.h"
 
 namespace drafteu::eval {
 namespace {
@@ -43,6 +49,14 @@ TEST(ExperimentConfig, PresetsParseAndOverridesApply) {
 }
 
 TEST(ExperimentConfig, ErrorsNameTheField) {
+  {  // Found by fuzz_experiment_config: a non-string preset threw nlohmann's bare type_error.
+    const fs::path f = test::scratch_dir("experiment_config_preset") / "c.json";
+    write_file_atomic(f, "{\"preset\": 5}");
+    EXPECT_NE(test::error_of([&] {
+                load_experiment_config("", f);
+              }).find(f.string() + ": field 'preset' must be a string"),
+              std::string::npos);
+  }
   EXPECT_NE(test::error_of([] {
               experiment_config_from_json({{"fidelity", {{"trails", 2}}}}, "quick", "my.json");
             }).find("unknown field 'fidelity.trails'"),
@@ -54,6 +68,25 @@ TEST(ExperimentConfig, ErrorsNameTheField) {
   EXPECT_NE(test::error_of([] {
               experiment_config_from_json({{"data", {{"prompts", "x"}}}}, "quick", "f");
             }).find("'data.prompts'"),
+            std::string::npos);
+  // Found by fuzz_experiment_config: a huge width overflowed (signed, UB) in the testbed's
+  // intermediate size; a vocabulary past INT32_MAX wrapped silently.
+  for (const char* field : {"target_hidden", "draft_hidden", "vocab"})
+    for (const json& value :
+         {json(int64_t{9223372036854775807}), json(uint64_t{1} << 63), json(int64_t{1} << 32)})
+      EXPECT_NE(test::error_of([&] {
+                  experiment_config_from_json({{"testbed", {{field, value}}}}, "tiny", "f");
+                }).find(std::string("'testbed.") + field + "' must be a"),
+                std::string::npos)
+          << field << " = " << value;
+  // A float where an integer belongs was cast with undefined behaviour (UBSan).
+  EXPECT_NE(test::error_of([] {
+              experiment_config_from_json({{"seed", 1e300}}, "tiny", "f");
+            }).find("'seed' must be an integer"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] {
+              experiment_config_from_json({{"proxy", {{"k", {3, 1e300}}}}}, "tiny", "f");
+            }).find("'proxy.k.1' must be an integer"),
             std::string::npos);
   EXPECT_NE(
       test::error_of([] { experiment_config_from_json({}, "huge", "f"); }).find("unknown preset"),
@@ -361,6 +394,82 @@ TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
     EXPECT_NE(dom.out.find(fig), std::string::npos) << fig;
   EXPECT_EQ(dom.err.find("Uncaught"), std::string::npos) << dom.err;
   EXPECT_EQ(dom.err.find(":CONSOLE("), std::string::npos) << dom.err;
+}
+
+// Files under `dir` (relative paths), manifests aside (they hold the build time).
+std::map<std::string, std::string> step_files(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file() && e.path().filename() != "manifest.json")
+      out[fs::relative(e.path(), dir).string()] = read_text_file(e.path());
+  return out;
+}
+
+// One experiment step (data-proxy: sampling the members' answers for p_mix) SIGKILLed at three
+// seeded random moments while it runs, resumed each time: the finished step is byte-identical to
+// an uninterrupted run's, and no temporary directory of the killed runs is left behind.
+TEST(Experiment, StepKilledThreeTimesResumesByteIdentical) {
+  const fs::path root = test::scratch_dir("experiment_kill");
+  auto command = [&](const std::string& name) {
+    return test::drafteu_bin() + " --threads 2 experiment --preset tiny --stop-after data-proxy" +
+           " --out '" + (root / name / "out").string() + "' --work '" +
+           (root / name / "work").string() + "'";
+  };
+  auto r = test::run_command(command("straight"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_NE(r.out.find("stopped after step data-proxy"), std::string::npos) << r.out;
+  const auto done = r.err.find("data-proxy: done in ");
+  ASSERT_NE(done, std::string::npos) << r.err;
+  const double step_seconds = std::stod(r.err.substr(done + 20));
+  // The killed runs reuse the straight run's testbed: only the step itself is killed.
+  const fs::path work = root / "killed" / "work";
+  fs::create_directories(work);
+  fs::copy(root / "straight/work/testbed", work / "testbed", fs::copy_options::recursive);
+  auto step_running = [&] {
+    for (const auto& e : fs::directory_iterator(work))
+      if (e.path().filename().string().rfind(".tmp-data-proxy-", 0) == 0) return true;
+    return false;
+  };
+  std::mt19937_64 rng(1404);
+  for (int kill_no = 0; kill_no < 3; ++kill_no) {
+    const std::string cmd = command("killed") + " >/dev/null 2>&1";
+    const pid_t pid = fork();
+    if (pid > 0) setpgid(pid, pid);
+    if (pid == 0) {
+      setpgid(0, 0);
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    int status = 0;
+    bool ended = false;
+    for (int i = 0; i < 12000 && !step_running() && !ended; ++i) {
+      ended = waitpid(pid, &status, WNOHANG) == pid;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_FALSE(ended) << "run " << kill_no << " ended before the step started (status " << status
+                        << ")";
+    const double u = 0.05 + 0.85 * static_cast<double>(rng() % 1000) / 1000.0;
+    std::this_thread::sleep_for(std::chrono::duration<double>(u * step_seconds));
+    kill(-pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFSIGNALED(status))
+        << "kill " << kill_no << " came after the run ended (" << u * step_seconds << " s into a "
+        << step_seconds << " s step)";
+  }
+  r = test::run_command(command("killed"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::set<std::string> want, got;
+  for (const auto& e : fs::directory_iterator(root / "straight/work"))
+    want.insert(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(work)) got.insert(e.path().filename().string());
+  EXPECT_EQ(got, want) << "the same steps, and no .tmp-* left by the killed runs";
+  for (const auto& name : want) {
+    if (name == "testbed" || !fs::is_directory(work / name)) continue;
+    EXPECT_TRUE(step_files(root / "straight/work" / name) == step_files(work / name)) << name;
+    EXPECT_EQ(read_json_file(root / "straight/work" / name / "manifest.json")["key"],
+              read_json_file(work / name / "manifest.json")["key"])
+        << name;
+  }
 }
 
 TEST(Experiment, BadConfigFailsBeforeAnyWork) {

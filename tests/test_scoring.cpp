@@ -10,7 +10,9 @@
 #include "family/low_rank_family.h"
 #include "family/noise.h"
 #include "model/checkpoint.h"
+#include "test_errors.h"
 #include "test_support.h"
+#include "uncertainty/scoring/score_records.h"
 #include "uncertainty/scoring/token_scorer.h"
 
 namespace drafteu {
@@ -134,6 +136,13 @@ TEST(ScoreCli, WritesOneRecordPerTokenAndRejectsBadInput) {
   r = run("--target '" + gguf + "' --family-size 2");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("in.jsonl:3"), std::string::npos) << r.err;
+  // Found by fuzz_jsonl: a number too large for a double escaped as nlohmann's out_of_range,
+  // naming no file or line.
+  std::ofstream(dir / "big.jsonl") << "{\"prompt_ids\": [1], \"response_ids\": [262e425]}\n";
+  EXPECT_NE(test::error_of([&] {
+              read_score_records((dir / "big.jsonl").string(), nullptr, 512, 64);
+            }).find("big.jsonl:1: not valid JSON"),
+            std::string::npos);
   r = run("--target '" + gguf + "' --noise gaussian");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("--noise"), std::string::npos) << r.err;

@@ -28,6 +28,9 @@ void add_experiment_command(CLI::App& app, GlobalOptions&) {
   cmd->add_option("--work", *work, "step cache (default: OUT/work)");
   cmd->add_option("--model", *model,
                   "the target checkpoint (models.target): a .gguf file or HF directory");
+  auto stop_after = std::make_shared<std::string>();
+  cmd->add_option("--stop-after", *stop_after, "end the run once step STEP is built (resume later)")
+      ->group("");  // a test hook, as the trainers' --stop-after
   cmd->callback([=] {
     auto c = eval::load_experiment_config(*preset, *config);
     if (!model->empty()) {
@@ -37,7 +40,13 @@ void add_experiment_command(CLI::App& app, GlobalOptions&) {
     eval::validate_experiment_config(c, config->empty() ? "preset " + c.preset : *config);
     const std::filesystem::path work_dir =
         work->empty() ? std::filesystem::path(*out) / "work" : std::filesystem::path(*work);
-    const auto results = eval::run_experiment(c, *out, work_dir, &std::cerr);
+    json results;
+    try {
+      results = eval::run_experiment(c, *out, work_dir, &std::cerr, *stop_after);
+    } catch (const eval::StoppedAfterStep& s) {
+      std::cout << "stopped after step " << s.step << " (rerun to continue)\n";
+      return;
+    }
     std::cout << eval::summary_markdown(results) << "Wrote " << *out << "/report.html, summary.md, "
               << "results.json (" << results["wall_seconds"].get<double>() << " s)\n";
   });

@@ -17,6 +17,7 @@
 #include "family/noise.h"
 #include "family/peft.h"
 #include "model/checkpoint.h"
+#include "uncertainty/scoring/score_records.h"
 #include "uncertainty/scoring/token_scorer.h"
 #include "util/error.h"
 #include "util/file.h"
@@ -43,73 +44,6 @@ struct ScoreFlags {
 std::shared_ptr<Family> noise_family(LlamaForCausalLM model, NoiseConfig config, int64_t k) {
   NoiseSampler sampler(*model, std::move(config));
   return std::make_shared<LowRankFamily>(model, sampler.members(k));
-}
-
-struct Record {
-  std::vector<int64_t> prompt, response;
-};
-
-std::vector<int64_t> ids_field(const nlohmann::json& j, const char* key, const std::string& where) {
-  auto it = j.find(key);
-  if (it == j.end()) fail(where, ": field '", key, "' is missing");
-  if (!it->is_array()) fail(where, ": field '", key, "' must be an array of token ids");
-  std::vector<int64_t> ids;
-  for (const auto& v : *it) {
-    if (!v.is_number_integer()) fail(where, ": field '", key, "' must hold integers");
-    ids.push_back(v.get<int64_t>());
-  }
-  return ids;
-}
-
-// A record is a prompt and a response that fit the model's context: a line longer than this
-// cannot be one (1M tokens of ids or text), and is refused before it is parsed.
-constexpr size_t kMaxLineBytes = size_t{16} << 20;
-
-std::vector<Record> read_records(const std::string& path, const Tokenizer* tok, int64_t vocab,
-                                 int64_t context) {
-  std::istringstream in(read_text_file(path));
-  std::vector<Record> records;
-  std::string line;
-  for (int line_no = 1; std::getline(in, line); ++line_no) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    std::string where = path + ":" + std::to_string(line_no);
-    if (line.size() > kMaxLineBytes)
-      fail(where, ": line of ", line.size(), " bytes exceeds the limit of ", kMaxLineBytes);
-    nlohmann::json j;
-    try {
-      check_json_depth(line, where);
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error&) {
-      fail(where, ": not valid JSON");
-    }
-    if (!j.is_object()) fail(where, ": expected a JSON object");
-    Record r;
-    if (j.contains("prompt_ids") || j.contains("response_ids")) {
-      r.prompt = ids_field(j, "prompt_ids", where);
-      r.response = ids_field(j, "response_ids", where);
-    } else {
-      if (!j.contains("prompt") || !j["prompt"].is_string())
-        fail(where, ": field 'prompt' (string) is missing");
-      if (!j.contains("response") || !j["response"].is_string())
-        fail(where, ": field 'response' (string) is missing");
-      if (!tok) fail(where, ": text records need a model with a tokenizer");
-      auto p = tok->encode(j["prompt"].get<std::string>(), tok->bos_id().has_value());
-      auto q = tok->encode(j["response"].get<std::string>(), false);
-      r.prompt.assign(p.begin(), p.end());
-      r.response.assign(q.begin(), q.end());
-    }
-    if (r.prompt.empty()) fail(where, ": the prompt encodes to no tokens (and there is no BOS)");
-    for (const auto* ids : {&r.prompt, &r.response})
-      for (auto id : *ids)
-        if (id < 0 || id >= vocab)
-          fail(where, ": token id ", id, " is outside the vocabulary (", vocab, ")");
-    const auto length = static_cast<int64_t>(r.prompt.size() + r.response.size());
-    if (length > context)
-      fail(where, ": prompt and response are ", length,
-           " tokens, longer than the models' context of ", context, " (max_position_embeddings)");
-    records.push_back(std::move(r));
-  }
-  return records;
 }
 
 // The models the flags name, with what reading the records needs: a tokenizer (text records),
@@ -232,7 +166,7 @@ void add_score_command(CLI::App& app, GlobalOptions&) {
       fail("score: give a target family (--target) and/or drafts (--drafts/--draft)");
     if (m.models.drafts && !m.models.reference && !m.models.target_family)
       fail("score: the draft estimator needs a reference model (--reference) or a target family");
-    auto records = read_records(f->input, m.tok.get(), m.vocab, m.context);
+    auto records = read_score_records(f->input, m.tok.get(), m.vocab, m.context);
     TokenScorer scorer(std::move(m.models), f->chunk);
     std::string out;
     ProgressBar progress("score", static_cast<int64_t>(records.size()), "records");

@@ -72,15 +72,21 @@ void save_checkpoint(const fs::path& out, int64_t step, const LoraAdapterImpl& a
   const fs::path final_dir = root / name, tmp = root / (name + ".tmp");
   fs::remove_all(tmp);
   fs::create_directories(tmp);
-  save_peft_adapter(adapter, tmp);
-  std::vector<torch::Tensor> params;
-  for (const auto& p : adapter.parameters()) params.push_back(p.detach());
-  save_torch(params, tmp / "params.pt");
-  save_torch(optimizer, tmp / "optimizer.pt");
-  auto state = info;
-  state["step"] = step;
-  for (const char* f : kCheckedFiles) state["sha256"][f] = sha256_file(tmp / f);
-  write_file_atomic(tmp / "trainer_state.json", state.dump(2) + "\n");
+  try {
+    save_peft_adapter(adapter, tmp);
+    std::vector<torch::Tensor> params;
+    for (const auto& p : adapter.parameters()) params.push_back(p.detach());
+    save_torch(params, tmp / "params.pt");
+    save_torch(optimizer, tmp / "optimizer.pt");
+    auto state = info;
+    state["step"] = step;
+    for (const char* f : kCheckedFiles) state["sha256"][f] = sha256_file(tmp / f);
+    write_file_atomic(tmp / "trainer_state.json", state.dump(2) + "\n");
+  } catch (...) {  // a full disk: leave no half-written checkpoint; `latest` keeps the last one
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   write_file_atomic(root / "latest", name + "\n");

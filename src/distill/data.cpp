@@ -13,59 +13,6 @@ namespace drafteu::distill {
 
 using json = nlohmann::json;
 
-namespace {
-
-template <typename Fn>
-void for_each_jsonl(const std::filesystem::path& path, Fn&& fn) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path.string(), ": cannot open");
-  std::string line;
-  int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = cat(path.string(), ":", number);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      fail(where, ": malformed JSON (", e.what(), ")");
-    }
-    if (!j.is_object()) fail(where, ": expected a JSON object");
-    fn(j, where, number);
-  }
-}
-
-template <typename T>
-T field(const json& j, const char* name, const std::string& where) {
-  auto it = j.find(name);
-  if (it == j.end()) fail(where, ": missing field '", name, "'");
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    fail(where, ": field '", name, "' has the wrong type");
-  }
-}
-
-}  // namespace
-
-std::vector<Prompt> read_gsm8k(const std::filesystem::path& path) {
-  std::vector<Prompt> out;
-  for_each_jsonl(path, [&](const json& j, const std::string& where, int64_t line) {
-    Prompt p;
-    p.index = line - 1;
-    p.question = field<std::string>(j, "question", where);
-    if (j.contains("answer")) p.answer = field<std::string>(j, "answer", where);
-    out.push_back(std::move(p));
-  });
-  if (out.empty()) fail(path.string(), ": no prompts");
-  return out;
-}
-
-std::string prompt_text(const std::string& question) {
-  return question + "\nPlease reason step by step, and put your final answer within \\boxed{}.";
-}
-
 std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& question) {
   std::vector<int32_t> ids;
   if (tok.has_chat_template()) {
@@ -74,40 +21,6 @@ std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& ques
     ids = tok.encode("Question: " + prompt_text(question) + "\nAnswer:", tok.bos_id().has_value());
   }
   return {ids.begin(), ids.end()};
-}
-
-json sample_to_json(const Sample& s) {
-  return json{{"prompt_index", s.prompt_index},
-              {"member", s.member},
-              {"sample", s.sample},
-              {"seed", s.seed},
-              {"prompt", s.prompt},
-              {"response", s.response},
-              {"prompt_ids", s.prompt_ids},
-              {"response_ids", s.response_ids}};
-}
-
-Sample sample_from_json(const json& j, const std::string& where) {
-  Sample s;
-  s.prompt_index = field<int64_t>(j, "prompt_index", where);
-  s.member = field<int64_t>(j, "member", where);
-  s.sample = field<int64_t>(j, "sample", where);
-  s.seed = field<uint64_t>(j, "seed", where);
-  s.prompt = j.value("prompt", std::string());
-  s.response = j.value("response", std::string());
-  s.prompt_ids = field<std::vector<int64_t>>(j, "prompt_ids", where);
-  s.response_ids = field<std::vector<int64_t>>(j, "response_ids", where);
-  if (s.prompt_ids.empty()) fail(where, ": field 'prompt_ids' is empty");
-  return s;
-}
-
-std::vector<Sample> read_samples(const std::filesystem::path& path) {
-  std::vector<Sample> out;
-  for_each_jsonl(path, [&](const json& j, const std::string& where, int64_t) {
-    out.push_back(sample_from_json(j, where));
-  });
-  if (out.empty()) fail(path.string(), ": no samples");
-  return out;
 }
 
 std::vector<int64_t> prompt_partition(std::vector<int64_t> idx, int64_t shards, int64_t shard,

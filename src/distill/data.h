@@ -10,38 +10,14 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "distill/samples.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace drafteu::distill {
 
-// One prompt of a GSM8K-format file ({"question", "answer"}); `index` is its 0-based line.
-struct Prompt {
-  int64_t index = 0;
-  std::string question, answer;
-};
-// Errors name the file, the line number and the field.
-std::vector<Prompt> read_gsm8k(const std::filesystem::path& path);
-
-// The instruction around a question (asks for the final answer in \boxed{}); the chat template
-// wraps it as a user turn when `tok` has one. Returns token ids (BOS as the tokenizer wants).
-std::string prompt_text(const std::string& question);
+// The prompt_text of a question as token ids: the chat template wraps it as a user turn when `tok`
+// has one (BOS as the tokenizer wants).
 std::vector<int64_t> encode_prompt(const Tokenizer& tok, const std::string& question);
-
-// One distillation example: a response sampled from target-family member `member` (-1 = the
-// unperturbed target) for prompt `prompt_index`; `sample` counts responses per (prompt, member).
-struct Sample {
-  int64_t prompt_index = 0;
-  int64_t member = -1;
-  int64_t sample = 0;
-  uint64_t seed = 0;
-  std::string prompt, response;
-  std::vector<int64_t> prompt_ids, response_ids;
-};
-nlohmann::json sample_to_json(const Sample& s);
-// `where` names the file and line for errors.
-Sample sample_from_json(const nlohmann::json& j, const std::string& where);
-// Reads a samples JSONL file; a malformed line is an error naming the file and line number.
-std::vector<Sample> read_samples(const std::filesystem::path& path);
 
 // Splits prompt indices into `shards` disjoint, near-equal parts by a permutation seeded with
 // `seed` (all responses of a prompt land in the same part). Returns the sorted part `shard`.

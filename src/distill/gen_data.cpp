@@ -1,6 +1,8 @@
 #include "distill/gen_data.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -16,46 +18,6 @@
 namespace drafteu::distill {
 
 namespace fs = std::filesystem;
-using Key = std::tuple<int64_t, int64_t, int64_t>;  // (prompt, member, sample)
-
-namespace {
-
-// Reads the keys already written; truncates a torn (unterminated or unparsable) last line.
-std::set<Key> existing_keys(const fs::path& file, bool* dropped) {
-  std::set<Key> keys;
-  if (!fs::exists(file)) return keys;
-  std::string text;
-  {
-    std::ifstream in(file, std::ios::binary);
-    text.assign(std::istreambuf_iterator<char>(in), {});
-  }
-  size_t pos = 0, line_no = 0, good_end = 0;
-  while (pos < text.size()) {
-    const size_t nl = text.find('\n', pos);
-    ++line_no;
-    const bool last =
-        nl == std::string::npos || text.find_first_not_of("\r\n", nl) == std::string::npos;
-    const std::string line =
-        text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-    try {
-      if (nl == std::string::npos) throw std::runtime_error("torn");
-      auto s = sample_from_json(nlohmann::json::parse(line), cat(file.string(), ":", line_no));
-      keys.emplace(s.prompt_index, s.member, s.sample);
-      good_end = nl + 1;
-    } catch (const std::exception& e) {
-      if (!last)
-        fail(file.string(), ":", line_no, ": malformed line in existing output (", e.what(), ")");
-      *dropped = true;
-      break;
-    }
-    if (nl == std::string::npos) break;
-    pos = nl + 1;
-  }
-  if (good_end < text.size()) fs::resize_file(file, good_end);
-  return keys;
-}
-
-}  // namespace
 
 void GenDataConfig::validate() const {
   if (prompts.empty()) fail("gen-data: missing field 'prompts'");
@@ -82,10 +44,13 @@ GenDataResult generate_data(LoadedModel& target, const GenDataConfig& c, const f
 
   GenDataResult result;
   if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  const auto done = existing_keys(out, &result.dropped_torn_line);
+  const auto done = existing_sample_keys(out, &result.dropped_torn_line);
   result.existing = static_cast<int64_t>(done.size());
   std::ofstream file(out, std::ios::binary | std::ios::app);
-  if (!file) fail(out.string(), ": cannot open for appending");
+  if (!file) fail(out.string(), ": cannot open for appending: ", std::strerror(errno));
+  // Bytes of whole lines in the file: a failed write (a full disk) is cut back to this, so the
+  // file never ends in a partial line.
+  uintmax_t whole = fs::file_size(out);
 
   std::vector<int64_t> stop = target.generation.eos_token_ids;
   if (stop.empty())
@@ -116,7 +81,19 @@ GenDataResult generate_data(LoadedModel& target, const GenDataConfig& c, const f
         std::vector<int32_t> r(s.response_ids.begin(), s.response_ids.end());
         s.response = tok.decode(r, /*skip_special=*/true);
         // Undertrained models emit invalid UTF-8; the token ids stay exact, the text gets U+FFFD.
-        file << dump_json(sample_to_json(s)) << "\n" << std::flush;
+        const std::string line = dump_json(sample_to_json(s)) + "\n";
+        errno = 0;
+        file << line << std::flush;
+        if (!file) {
+          const int e = errno;
+          file.close();
+          std::error_code ec;
+          fs::resize_file(out, whole, ec);
+          fail(out.string(), ": write failed", e ? cat(": ", std::strerror(e)) : std::string(),
+               " (disk full?); the ", result.existing + result.written,
+               " lines before it are intact, rerun to continue");
+        }
+        whole += line.size();
         ++result.written;
         if (c.stop_after > 0 && result.written >= c.stop_after) return;
       }

@@ -22,11 +22,11 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::path& work,
-                    std::ostream* log) {
+                    std::ostream* log, const std::string& stop_after) {
   const auto t0 = std::chrono::steady_clock::now();
   require_gnuplot();  // fail before any work, not after it
   fs::create_directories(out);
-  StepCache cache(work, log);
+  StepCache cache(work, log, stop_after);
   const TrainedModels trained = prepare_models(c, cache, log);
 
   // Models load only when an evaluation step has to run: a fully cached rerun never loads them.

@@ -8,6 +8,7 @@
 
 #include "distill/manifest.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace drafteu::eval {
 
@@ -19,8 +20,10 @@ namespace {
 constexpr int kStepFormatVersion = 2;
 }  // namespace
 
-StepCache::StepCache(fs::path root, std::ostream* log) : root_(std::move(root)), log_(log) {
+StepCache::StepCache(fs::path root, std::ostream* log, std::string stop_after)
+    : root_(std::move(root)), log_(log), stop_after_(std::move(stop_after)) {
   fs::create_directories(root_);
+  remove_stale_temp_dirs(root_);  // ".tmp-<step>-<hash>-<pid>" of killed runs
 }
 
 bool build_directory_once(const fs::path& dir, const std::string& marker,
@@ -67,6 +70,7 @@ StepInfo StepCache::run(const std::string& name, const nlohmann::json& key,
     *log_ << "[experiment] " << name << ": done in " << std::fixed << std::setprecision(1)
           << info.seconds << "s" << std::endl;
   steps_.push_back(info);
+  if (name == stop_after_) throw StoppedAfterStep(name);
   return info;
 }
 

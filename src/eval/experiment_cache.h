@@ -4,6 +4,7 @@
 // reuses every finished one. build_directory_once is that mechanism alone; the testbed's
 // directory (testbed-<key>, eval/testbed_models.h) is built through it too.
 #pragma once
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <iosfwd>
@@ -20,6 +21,14 @@ namespace drafteu::eval {
 bool build_directory_once(const std::filesystem::path& dir, const std::string& marker,
                           const std::function<void(const std::filesystem::path&)>& build);
 
+// Thrown by StepCache::run once the step named by stop_after() is built or reused: the run ends
+// there (a test hook, as the trainers' --stop-after; rerunning resumes at the next step).
+struct StoppedAfterStep : std::exception {
+  explicit StoppedAfterStep(std::string s) : step(std::move(s)) {}
+  const char* what() const noexcept override { return step.c_str(); }
+  std::string step;
+};
+
 struct StepInfo {
   std::string name, hash;
   std::filesystem::path dir;
@@ -29,7 +38,8 @@ struct StepInfo {
 
 class StepCache {
  public:
-  StepCache(std::filesystem::path root, std::ostream* log);
+  // Removes the temporary directories of steps whose run was killed (their process is gone).
+  StepCache(std::filesystem::path root, std::ostream* log, std::string stop_after = "");
   const std::filesystem::path& root() const { return root_; }
 
   // The finished directory of step `name` with `key`; `build(tmp_dir)` fills it when missing.
@@ -43,6 +53,7 @@ class StepCache {
  private:
   std::filesystem::path root_;
   std::ostream* log_;
+  std::string stop_after_;
   std::vector<StepInfo> steps_;
 };
 

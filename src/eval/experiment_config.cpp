@@ -2,11 +2,11 @@
 
 #include <algorithm>
 
-#include "distill/config.h"
-#include "distill/data.h"
-#include "family/low_rank.h"
+#include "distill/samples.h"
+#include "family/module_names.h"
 #include "model/config.h"
 #include "util/error.h"
+#include "util/json.h"
 
 namespace drafteu::eval {
 
@@ -14,6 +14,16 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
+
+// Sizes, counts and steps: at most INT32_MAX, so none wraps in an int (testbed.vocab) or
+// overflows in arithmetic on it (the testbed's widths are multiplied by 8).
+auto size_check() {
+  return [](const int64_t& v) {
+    return v >= 1 && v <= 2147483647
+               ? std::string()
+               : std::string("must be a positive integer of at most 2147483647");
+  };
+}
 
 const std::vector<std::string> kSevenModules{"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                              "gate_proj", "up_proj", "down_proj"};
@@ -119,20 +129,20 @@ config::Fields<TestbedSection> testbed_section_fields() {
   using config::positive;
   using T = TestbedSection;
   config::Fields<T> f;
-  f.field("n_train", &T::n_train, positive<int64_t>())
-      .field("n_test", &T::n_test, positive<int64_t>())
+  f.field("n_train", &T::n_train, size_check())
+      .field("n_test", &T::n_test, size_check())
       .field("difficulty", &T::difficulty, config::in_range(0.0, 1.0))
       .field("min_steps", &T::min_steps, config::in_range<int64_t>(2, 4))
       .field("max_steps", &T::max_steps, config::in_range<int64_t>(2, 4))
-      .field("vocab", &T::vocab, positive<int64_t>())
-      .field("target_hidden", &T::target_hidden, positive<int64_t>())
-      .field("target_layers", &T::target_layers, positive<int64_t>())
-      .field("target_steps", &T::target_steps, positive<int64_t>())
-      .field("draft_hidden", &T::draft_hidden, positive<int64_t>())
-      .field("draft_layers", &T::draft_layers, positive<int64_t>())
-      .field("draft_steps", &T::draft_steps, positive<int64_t>())
+      .field("vocab", &T::vocab, size_check())
+      .field("target_hidden", &T::target_hidden, size_check())
+      .field("target_layers", &T::target_layers, size_check())
+      .field("target_steps", &T::target_steps, size_check())
+      .field("draft_hidden", &T::draft_hidden, size_check())
+      .field("draft_layers", &T::draft_layers, size_check())
+      .field("draft_steps", &T::draft_steps, size_check())
       .field("draft_distill", &T::draft_distill)
-      .field("batch_size", &T::batch_size, positive<int64_t>())
+      .field("batch_size", &T::batch_size, size_check())
       .field("dtype", &T::dtype, config::one_of({"f32", "bf16", "auto"}))
       .rule([](const T& t, const config::Where& w) {
         if (t.max_steps < t.min_steps)
@@ -146,14 +156,14 @@ config::Fields<StoriesOptions> stories_fields() {
   using config::positive;
   using S = StoriesOptions;
   config::Fields<S> f;
-  f.field("samples", &S::samples, positive<int64_t>())
-      .field("sample_tokens", &S::sample_tokens, positive<int64_t>())
-      .field("opening_tokens", &S::opening_tokens, positive<int64_t>())
-      .field("test_prompts", &S::test_prompts, positive<int64_t>())
-      .field("draft_hidden", &S::draft_hidden, positive<int64_t>())
-      .field("draft_layers", &S::draft_layers, positive<int64_t>())
-      .field("draft_steps", &S::draft_steps, positive<int64_t>())
-      .field("batch_size", &S::batch_size, positive<int64_t>())
+  f.field("samples", &S::samples, size_check())
+      .field("sample_tokens", &S::sample_tokens, size_check())
+      .field("opening_tokens", &S::opening_tokens, size_check())
+      .field("test_prompts", &S::test_prompts, size_check())
+      .field("draft_hidden", &S::draft_hidden, size_check())
+      .field("draft_layers", &S::draft_layers, size_check())
+      .field("draft_steps", &S::draft_steps, size_check())
+      .field("batch_size", &S::batch_size, size_check())
       .rule([](const S& s, const config::Where& w) {
         if (s.test_prompts >= s.samples)
           config::fail_field(w.at("test_prompts"), cat("must be below samples (", s.samples,
@@ -173,7 +183,7 @@ const config::Fields<ExperimentConfig>& experiment_config_fields() {
     using config::in_range;
     using config::positive;
     using E = ExperimentConfig;
-    const auto pos = positive<int64_t>();
+    const auto pos = size_check();
     config::Fields<E> e;
     e.field("preset", &E::preset)
         .field("seed", &E::seed)
@@ -254,9 +264,16 @@ const std::vector<std::string>& fidelity_methods() {
 }
 
 ExperimentConfig load_experiment_config(const std::string& preset, const fs::path& file) {
-  json overrides = file.empty() ? json::object() : distill::read_json_file(file);
+  json overrides = file.empty() ? json::object() : read_json_file(file);
   std::string name = preset;
-  if (name.empty()) name = overrides.value("preset", std::string("quick"));
+  if (name.empty()) {
+    name = "quick";
+    if (auto it = overrides.find("preset"); it != overrides.end()) {
+      if (!it->is_string())  // json::value() would throw a type_error naming no file
+        fail(file.string(), ": field 'preset' must be a string, got ", json_preview(*it));
+      name = it->get<std::string>();
+    }
+  }
   return experiment_config_from_json(overrides, name,
                                      file.empty() ? "preset " + name : file.string());
 }

@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "eval/testbed_models.h"
+#include "eval/testbed_options.h"
 #include "util/config_fields.h"
 
 namespace drafteu::eval {

@@ -9,29 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "family/lora_config.h"
 #include "family/low_rank.h"
 #include "model/llama.h"
 
 namespace drafteu {
-
-// The largest |lora_alpha| an adapter may declare (see LoraConfig::validate).
-inline constexpr double kMaxLoraAlpha = 1e6;
-
-struct LoraConfig {
-  int64_t r = 8;
-  double alpha = 16.0;
-  double dropout = 0.0;
-  // Suffixes matched against module names (PEFT's list form)...
-  std::vector<std::string> target_modules{"q_proj", "v_proj"};
-  // ...or PEFT's string form: a regex that must match a whole module name ("all-linear": every
-  // linear layer but lm_head), run by PCRE2 with a backtracking limit. Wins when set.
-  std::string target_regex;
-  bool use_rslora = false;  // scaling alpha/sqrt(r) instead of alpha/r
-  std::string base_model_name_or_path;
-
-  double scaling() const;
-  void validate(const std::string& source) const;  // throws drafteu::Error naming source and field
-};
 
 // The model's modules that `config` targets, in name order; throws when a target matches nothing.
 std::vector<std::string> lora_target_modules(const LlamaForCausalLMImpl& model,

@@ -1,7 +1,6 @@
 #include "family/low_rank.h"
 
 #include <algorithm>
-#include <set>
 
 #include "family/seeding.h"
 #include "model/kernels.h"
@@ -129,31 +128,10 @@ torch::Tensor token_positions(const torch::Tensor& ids, const KVCache* cache,
   return (keys.to(torch::kInt64).cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
 }
 
-bool module_matches(const std::string& module, const std::string& suffix) {
-  if (module == suffix) return true;
-  return module.size() > suffix.size() &&
-         module.compare(module.size() - suffix.size(), suffix.size(), suffix) == 0 &&
-         module[module.size() - suffix.size() - 1] == '.';
-}
-
 std::vector<std::string> match_modules(const LlamaForCausalLMImpl& model,
                                        const std::vector<std::string>& suffixes,
                                        const std::string& what) {
-  if (suffixes.empty()) fail(what, ": no target modules given");
-  const auto names = model.linear_names();
-  std::set<std::string> out;
-  for (const auto& s : suffixes) {
-    bool any = false;
-    for (const auto& n : names) {
-      if (module_matches(n, s)) out.insert(n), any = true;
-    }
-    if (!any)
-      fail(what, ": target module '", s,
-           "' matches no linear layer of the model (known: q_proj, k_proj, v_proj, o_proj, "
-           "gate_proj, up_proj, down_proj",
-           model.lm_head ? ", lm_head" : "", ")");
-  }
-  return {out.begin(), out.end()};
+  return match_module_names(model.linear_names(), suffixes, what);
 }
 
 }  // namespace drafteu

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "family/module_names.h"
 #include "model/kv_cache.h"
 #include "model/linear.h"
 #include "model/llama.h"
@@ -91,10 +92,7 @@ AttachedDeltas attach_member(LlamaForCausalLMImpl& model, const MemberDeltas& me
 torch::Tensor token_positions(const torch::Tensor& ids, const KVCache* cache,
                               const torch::Tensor& attention_mask);
 
-// True when `module` is `suffix` or ends with "." + suffix (PEFT's rule for target_modules).
-bool module_matches(const std::string& module, const std::string& suffix);
-// The model's linear layers matching any suffix, in name order. Throws drafteu::Error naming
-// `what` when a suffix matches no module.
+// The model's linear layers matching any suffix, in name order (match_module_names).
 std::vector<std::string> match_modules(const LlamaForCausalLMImpl& model,
                                        const std::vector<std::string>& suffixes,
                                        const std::string& what);

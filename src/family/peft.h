@@ -5,22 +5,11 @@
 #include <filesystem>
 #include <string>
 
-#include <nlohmann/json.hpp>
-
 #include "family/lora.h"
+#include "family/peft_format.h"
 #include "model/llama.h"
 
 namespace drafteu {
-
-inline constexpr const char* kPeftConfigFile = "adapter_config.json";
-inline constexpr const char* kPeftWeightsFile = "adapter_model.safetensors";
-
-// "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight" for which = 'A' (or 'B').
-std::string peft_tensor_name(const std::string& module, char which);
-
-nlohmann::json peft_config_json(const LoraConfig& config);
-// Validates every field this runtime relies on; errors name `source` and the field.
-LoraConfig peft_config_from_json(const nlohmann::json& j, const std::string& source);
 
 // Writes dir/adapter_config.json and dir/adapter_model.safetensors (each atomically; creates dir).
 void save_peft_adapter(const LoraAdapterImpl& adapter, const std::filesystem::path& dir);

@@ -5,14 +5,9 @@
 #include <cstdint>
 #include <random>
 
-namespace drafteu {
+#include "model/sampling_params.h"
 
-struct SamplingParams {
-  double temperature = 1.0;  // 0 = greedy
-  int64_t top_k = 0;         // 0 = off
-  double top_p = 1.0;        // 1 = off
-  bool greedy() const { return temperature <= 0.0; }
-};
+namespace drafteu {
 
 // Log-probabilities of the warped distribution over the last dim of `logits` (-inf outside the
 // kept set). Greedy gives a one-hot at the argmax. Speculative decoding applies the same warps

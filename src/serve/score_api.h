@@ -20,29 +20,10 @@
 #include "serve/calibration.h"
 #include "serve/openai.h"
 #include "serve/policy.h"
+#include "serve/score_request.h"
 #include "uncertainty/scoring/token_scorer.h"
 
 namespace drafteu::serve {
-
-struct ScoreLimits {
-  int64_t max_inputs = 16;               // entries of one batch
-  int64_t max_completion_tokens = 2048;  // per input
-};
-
-struct ScoreInput {
-  std::vector<int64_t> prompt, completion;
-};
-
-struct ScoreRequest {
-  std::string model;
-  std::vector<ScoreInput> inputs;
-};
-
-// Parses, tokenizes and checks the lengths: prompt <= limits.max_prompt_tokens, completion in
-// [1, score.max_completion_tokens], prompt + completion <= context. Throws ApiException.
-ScoreRequest parse_score_request(const std::string& body, const std::vector<std::string>& models,
-                                 const ApiLimits& limits, const ScoreLimits& score, int64_t context,
-                                 const Tokenizer& tok);
 
 // One data entry from the scorer's tokens of input `index`.
 nlohmann::json score_entry(int64_t index, const std::vector<ScoredToken>& tokens,

@@ -4,6 +4,8 @@
 #include <initializer_list>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -37,5 +39,26 @@ std::string dump_json(const nlohmann::json& j);
 // the CLI's config files. Library configs declare field tables instead (util/config_fields.h).
 void check_fields(const nlohmann::json& j, const std::string& source,
                   std::initializer_list<const char*> known);
+
+// nlohmann's get<integer>() static_casts a JSON float, which is undefined behaviour out of the
+// integer's range (1e300): an integer field (or every element of an integer array) must hold a
+// JSON integer. Other types are left to get<T>()'s own checks.
+template <typename T>
+struct is_std_vector : std::false_type {};
+template <typename T>
+struct is_std_vector<std::vector<T>> : std::true_type {};
+template <typename T>
+bool json_integers_fit(const nlohmann::json& v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    return !v.is_number_float();
+  } else if constexpr (is_std_vector<T>::value) {
+    if (v.is_array())
+      for (const auto& e : v)
+        if (!json_integers_fit<typename T::value_type>(e)) return false;
+    return true;
+  } else {
+    return true;
+  }
+}
 
 }  // namespace drafteu
