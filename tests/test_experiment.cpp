@@ -431,7 +431,12 @@ TEST(Experiment, StepKilledThreeTimesResumesByteIdentical) {
     return false;
   };
   std::mt19937_64 rng(1404);
-  for (int kill_no = 0; kill_no < 3; ++kill_no) {
+  // A run that finishes its step before the kill lands (a less loaded machine) is no kill: its
+  // step is removed and the kill retried sooner, up to 8 tries.
+  double reach = 0.5;
+  int kills = 0;
+  for (int attempt = 0; attempt < 8 && kills < 3; ++attempt) {
+    const int kill_no = kills;
     const std::string cmd = command("killed") + " >/dev/null 2>&1";
     const pid_t pid = fork();
     if (pid > 0) setpgid(pid, pid);
@@ -448,14 +453,19 @@ TEST(Experiment, StepKilledThreeTimesResumesByteIdentical) {
     }
     ASSERT_FALSE(ended) << "run " << kill_no << " ended before the step started (status " << status
                         << ")";
-    const double u = 0.05 + 0.85 * static_cast<double>(rng() % 1000) / 1000.0;
+    const double u = 0.05 + (reach - 0.05) * static_cast<double>(rng() % 1000) / 1000.0;
     std::this_thread::sleep_for(std::chrono::duration<double>(u * step_seconds));
     kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
-    EXPECT_TRUE(WIFSIGNALED(status))
-        << "kill " << kill_no << " came after the run ended (" << u * step_seconds << " s into a "
-        << step_seconds << " s step)";
+    if (WIFSIGNALED(status)) {
+      ++kills;
+      continue;
+    }
+    reach /= 2;
+    for (const auto& e : fs::directory_iterator(work))
+      if (e.path().filename().string().rfind("data-proxy-", 0) == 0) fs::remove_all(e.path());
   }
+  ASSERT_EQ(kills, 3) << "the runs kept finishing their " << step_seconds << " s step first";
   r = test::run_command(command("killed"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::set<std::string> want, got;
