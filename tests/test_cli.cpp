@@ -90,7 +90,18 @@ TEST(Cli, BadInputGivesOneClearErrorAndNonZeroExit) {
   run_command("echo hello > " + quote(not_model));
   std::string trunc = (dir / "trunc.gguf").string();
   run_command("head -c 1000 " + quote(stories260k_gguf()) + " > " + quote(trunc));
+  // The CLI configs' own top-level keys are typed like the field tables' (2.5 is no count).
+  const std::string gen = (dir / "gen.json").string(), drafts = (dir / "drafts.json").string();
+  run_command(
+      "echo '{\"prompts\": \"p.jsonl\", \"target\": \"preset:tiny\", "
+      "\"responses\": 2.5}' > " +
+      quote(gen));
+  run_command("echo '{\"target\": \"preset:tiny\", \"splits\": \"3\"}' > " + quote(drafts));
   std::vector<Case> cases = {
+      {"gen-data --config " + quote(gen) + " --out " + quote((dir / "g").string()),
+       "gen.json: field 'responses' must be an integer"},
+      {"train-drafts --config " + quote(drafts) + " --out " + quote((dir / "d").string()),
+       "drafts.json: field 'splits' must be an integer"},
       {"generate --model x --bogus", "--bogus"},
       {"frobnicate", "frobnicate"},
       {"generate --model " + quote(missing), "nope.gguf"},

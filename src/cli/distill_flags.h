@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "util/config_fields.h"
+
 namespace drafteu::cli {
 
 struct DistillFlags {
@@ -23,5 +25,12 @@ void add_distill_flags(CLI::App* cmd, DistillFlags& f, bool training);
 nlohmann::json resolve_config(const DistillFlags& f);
 // config[key] as a string ("" when absent); errors name the config and the key.
 std::string config_string(const nlohmann::json& config, const char* key);
+// out = config[key] when present and not null, typed as the field tables type fields
+// (util/config_fields: 2.5 is no integer); errors name `source` and the key.
+template <typename T>
+void read_key(const nlohmann::json& config, const char* key, T& out, const std::string& source) {
+  if (auto it = config.find(key); it != config.end() && !it->is_null())
+    out = config::Codec<T>::read(*it, config::Where(source, key));
+}
 
 }  // namespace drafteu::cli

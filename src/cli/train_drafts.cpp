@@ -33,15 +33,17 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions&) {
     if (*splits > 0) c["splits"] = *splits;
     if (*per_split > 0) c["per_split"] = *per_split;
     distill::DraftFamilyConfig fam;
+    std::string strategy_name = "ddd";
+    read_key(c, "strategy", strategy_name, src);
     try {
-      fam.strategy = distill::parse_draft_strategy(c.value("strategy", std::string("ddd")));
+      fam.strategy = distill::parse_draft_strategy(strategy_name);
     } catch (const Error& e) {
       fail(src, ": field 'strategy' (--strategy): ", e.what());
     }
-    fam.splits = c.value("splits", fam.splits);
-    fam.per_split = c.value("per_split", fam.per_split);
-    fam.partition_seed = c.value("partition_seed", fam.partition_seed);
-    fam.teacher = c.value("teacher", fam.teacher);
+    read_key(c, "splits", fam.splits, src);
+    read_key(c, "per_split", fam.per_split, src);
+    read_key(c, "partition_seed", fam.partition_seed, src);
+    read_key(c, "teacher", fam.teacher, src);
     if (c.contains("lora"))
       fam.lora = distill::lora_config_from_json(c["lora"], {src, "lora"}, fam.lora);
     if (c.contains("teacher_noise"))
