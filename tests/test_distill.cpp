@@ -777,26 +777,30 @@ TEST(CrashSafety, TrainDraftsResumesByteIdenticalAfterThreeKills) {
   }
 }
 
-TEST(CrashSafety, TrainBaselineGkdResumesByteIdenticalAfterThreeKills) {
-  const auto dir = test::scratch_dir("crash_train_baseline");
-  write_synthetic_data(dir / "data.jsonl", 6, 1, 8);
-  auto command = [&](const fs::path& out) {
-    return test::drafteu_bin() +
-           " --threads 1 train-baseline --quiet --method gkd --target preset:tiny:3"
-           " --set draft=preset:tiny:4 --data " +
-           (dir / "data.jsonl").string() +
-           " --set lora.r=2 --set gkd.max_new_tokens=4 --set gkd.lambda=0.5"
-           " --set train.batch_size=2 --max-steps 30 --save-every 2 --seed 6 --out " +
-           out.string();
-  };
-  auto r = test::run_command(command(dir / "straight"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const fs::path killed = dir / "killed";
-  kill_and_resume(
-      command, killed, [&] { return count_lines(killed / "metrics.jsonl"); }, 2, 24, 1402);
-  expect_same_file(dir / "straight", killed, "adapter/adapter_model.safetensors");
-  EXPECT_EQ(metrics_without_time(dir / "straight/metrics.jsonl"),
-            metrics_without_time(killed / "metrics.jsonl"));
+TEST(CrashSafety, TrainBaselinesResumeByteIdenticalAfterThreeKills) {
+  for (const std::string method : {"gkd", "minillm"}) {
+    SCOPED_TRACE(method);
+    const auto dir = test::scratch_dir("crash_train_baseline_" + method);
+    write_synthetic_data(dir / "data.jsonl", 6, 1, 8);
+    const std::string extra = method == "gkd"
+                                  ? " --set gkd.max_new_tokens=4 --set gkd.lambda=0.5"
+                                  : " --set minillm.max_new_tokens=4 --set minillm.generations=2";
+    auto command = [&](const fs::path& out) {
+      return test::drafteu_bin() + " --threads 1 train-baseline --quiet --method " + method +
+             " --target preset:tiny:3 --set draft=preset:tiny:4 --data " +
+             (dir / "data.jsonl").string() + " --set lora.r=2" + extra +
+             " --set train.batch_size=2 --max-steps 30 --save-every 2 --seed 6 --out " +
+             out.string();
+    };
+    auto r = test::run_command(command(dir / "straight"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const fs::path killed = dir / "killed";
+    kill_and_resume(
+        command, killed, [&] { return count_lines(killed / "metrics.jsonl"); }, 2, 24, 1402);
+    expect_same_file(dir / "straight", killed, "adapter/adapter_model.safetensors");
+    EXPECT_EQ(metrics_without_time(dir / "straight/metrics.jsonl"),
+              metrics_without_time(killed / "metrics.jsonl"));
+  }
 }
 
 TEST(CrashSafety, GenDataResumesByteIdenticalAfterThreeKills) {
