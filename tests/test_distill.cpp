@@ -686,11 +686,13 @@ int64_t count_lines(const fs::path& p) {
 }
 
 // Lines of all files named `name` under `dir` (e.g. every draft job's metrics.jsonl).
+// The job under watch creates and renames checkpoint directories meanwhile: an entry that
+// vanishes mid-walk ends this count early (the caller polls again), it does not throw.
 int64_t count_lines_under(const fs::path& dir, const std::string& name) {
   int64_t n = 0;
-  if (!fs::exists(dir)) return 0;
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.path().filename() == name) n += count_lines(e.path());
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename() == name) n += count_lines(it->path());
   return n;
 }
 
