@@ -523,6 +523,64 @@ TEST(TestbedModels, PretrainingLowersTheLossAndTheTestbedIsCached) {
   EXPECT_NE(o2.key(), o.key());
 }
 
+// A draft pruned from the target starts as the target's first and last layers with its embeddings
+// and head (checked against the saved target's tensors); a draft of another width is refused by
+// name.
+TEST(TestbedModels, PrunedDraftStartsFromTheTargetsOuterLayers) {
+  torch::set_num_threads(2);
+  TestbedOptions o;
+  o.n_train = 60;
+  o.n_test = 4;
+  o.eval_problems = 4;
+  o.bpe.vocab_size = 320;
+  o.target_shape = {32, 64, 3, 2, 2};
+  o.target_train.steps = 6;
+  o.target_train.batch_size = 4;
+  o.target_train.warmup = 1;
+  o.target_train.log_every = 0;
+  o.drafts[0].shape = {32, 64, 2, 2, 2};
+  o.drafts[0].init_from_target = true;
+  o.drafts[0].train.steps = 1;
+  o.drafts[0].train.batch_size = 2;
+  o.drafts[0].train.warmup = 1;
+  o.drafts[0].train.lr = 1e-12;  // one step that moves nothing measurable
+  o.drafts[0].train.log_every = 0;
+  const auto cache = test::scratch_dir("eval_testbed_pruned");
+  const auto tb = build_testbed(o, cache);
+  EXPECT_TRUE(tb.info.at("drafts").at(0).at("pruned_from_target").get<bool>());
+  const auto target = load_model(tb.target_dir).model->hf_state();
+  const auto draft = load_model(tb.draft_dirs.at(0)).model->hf_state();
+  const std::map<std::string, std::string> source{
+      {"model.embed_tokens.weight", "model.embed_tokens.weight"},
+      {"model.norm.weight", "model.norm.weight"},
+      {"lm_head.weight", "lm_head.weight"},
+      {"model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.q_proj.weight"},
+      {"model.layers.1.self_attn.q_proj.weight", "model.layers.2.self_attn.q_proj.weight"},
+      {"model.layers.1.mlp.down_proj.weight", "model.layers.2.mlp.down_proj.weight"},
+      {"model.layers.1.post_attention_layernorm.weight",
+       "model.layers.2.post_attention_layernorm.weight"}};
+  for (const auto& [d, t] : source) {
+    ASSERT_TRUE(draft.count(d) && target.count(t)) << d;
+    EXPECT_TRUE(torch::allclose(draft.at(d), target.at(t), 1e-5, 1e-7)) << d << " vs " << t;
+  }
+  // The middle layer was dropped: the draft's layer 1 is not the target's layer 1.
+  EXPECT_FALSE(torch::allclose(draft.at("model.layers.1.self_attn.q_proj.weight"),
+                               target.at("model.layers.1.self_attn.q_proj.weight"), 1e-3, 1e-5));
+  auto narrow = o;
+  narrow.drafts[0].shape = {16, 32, 2, 2, 2};
+  EXPECT_THROW(
+      {
+        try {
+          build_testbed(narrow, cache);
+        } catch (const std::exception& e) {
+          EXPECT_NE(std::string(e.what()).find("draft 'draft'"), std::string::npos) << e.what();
+          EXPECT_NE(std::string(e.what()).find("width"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      std::exception);
+}
+
 TEST(TestbedModels, PretrainStepsReduceLossOnAFixedBatch) {
   torch::set_num_threads(2);
   const auto texts = corpus(64);
@@ -880,6 +938,15 @@ TEST(ConfigFields, DistillAndExperimentConfigsNameTheFieldPath) {
                                           "quick", "e.json");
             }),
             "e.json: field 'testbed.max_steps' must be at least min_steps (4; got 3)");
+  EXPECT_EQ(
+      error_of([] {
+        experiment_config_from_json(json{{"testbed", {{"draft_hidden", 64}}}}, "quick", "e.json");
+      }),
+      "e.json: field 'testbed.draft_init' 'target_layers' prunes the target in depth, so "
+      "draft_hidden must equal target_hidden (96; got 64); set it to 'random' for a "
+      "narrower draft");
+  EXPECT_NO_THROW(experiment_config_from_json(
+      json{{"testbed", {{"draft_hidden", 64}, {"draft_init", "random"}}}}, "quick", "e.json"));
   EXPECT_EQ(error_of([] {
               experiment_config_from_json(json{{"proxy", {{"k", {3, 1}}}}}, "tiny", "e.json");
             }),

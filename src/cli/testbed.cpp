@@ -38,10 +38,16 @@ void add_testbed_command(CLI::App& app, GlobalOptions&) {
   cmd->add_flag("!--draft-from-scratch", o->drafts[0].distill_from_target,
                 "train the draft beside the target from scratch (default: distilled from the "
                 "trained target's logits)");
+  auto draft_init = std::make_shared<std::string>("random");
+  cmd->add_option("--draft-init", *draft_init,
+                  "the draft's starting weights: random | target_layers (the trained target "
+                  "pruned in depth: its embeddings, head and evenly spaced layers)")
+      ->check(CLI::IsMember({"random", "target_layers"}));
   cmd->add_flag("!--full-text-loss", o->target_train.answer_only,
                 "train the target on question tokens too (default: answer tokens only)");
-  cmd->callback([o, out, hidden, dtype] {
+  cmd->callback([o, out, hidden, dtype, draft_init] {
     o->target_train.dtype = parse_compute_dtype(*dtype, "--dtype");
+    o->drafts[0].init_from_target = *draft_init == "target_layers";
     for (auto& d : o->drafts) d.train.dtype = o->target_train.dtype;
     // SwiGLU's usual ~8/3 ratio, rounded to a multiple of 16.
     if (hidden->count() > 0)

@@ -41,7 +41,8 @@ json patch_for(const std::string& name) {
           {"target_steps", 70},
           {"draft_hidden", 32},
           {"draft_layers", 1},
-          {"draft_steps", 20}}},
+          {"draft_steps", 20},
+          {"draft_init", "random"}}},
         {"data", {{"prompts", 12}, {"max_new_tokens", 48}}},
         {"train",
          {{"proxy_steps", 3}, {"draft_steps", 2}, {"baseline_steps", 2}, {"batch_size", 2}}},
@@ -119,6 +120,7 @@ TestbedOptions TestbedSection::options() const {
   tb.drafts[0].train.batch_size = batch_size;
   tb.drafts[0].train.warmup = std::min<int64_t>(50, draft_steps / 10);
   tb.drafts[0].distill_from_target = draft_distill;
+  tb.drafts[0].init_from_target = draft_init == "target_layers";
   tb.target_train.dtype = tb.drafts[0].train.dtype = parse_compute_dtype(dtype, "testbed.dtype");
   return tb;
 }
@@ -142,12 +144,25 @@ config::Fields<TestbedSection> testbed_section_fields() {
       .field("draft_layers", &T::draft_layers, size_check())
       .field("draft_steps", &T::draft_steps, size_check())
       .field("draft_distill", &T::draft_distill)
+      .field("draft_init", &T::draft_init, config::one_of({"random", "target_layers"}))
       .field("batch_size", &T::batch_size, size_check())
       .field("dtype", &T::dtype, config::one_of({"f32", "bf16", "auto"}))
       .rule([](const T& t, const config::Where& w) {
         if (t.max_steps < t.min_steps)
           config::fail_field(w.at("max_steps"), cat("must be at least min_steps (", t.min_steps,
                                                     "; got ", t.max_steps, ")"));
+        if (t.draft_init != "target_layers") return;
+        if (t.draft_hidden != t.target_hidden)
+          config::fail_field(w.at("draft_init"),
+                             cat("'target_layers' prunes the target in depth, so draft_hidden must "
+                                 "equal target_hidden (",
+                                 t.target_hidden, "; got ", t.draft_hidden,
+                                 "); set it to 'random' for a narrower draft"));
+        if (t.draft_layers > t.target_layers)
+          config::fail_field(w.at("draft_init"),
+                             cat("'target_layers' keeps draft_layers of the target's layers, so "
+                                 "draft_layers must be at most target_layers (",
+                                 t.target_layers, "; got ", t.draft_layers, ")"));
       });
   return f;
 }

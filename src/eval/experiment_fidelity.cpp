@@ -55,13 +55,21 @@ struct Table {
   }
 };
 
+// Per-token values of every answer, pooled; `per_answer` keeps them by answer and `jsd_per_answer`
+// the estimator's variance term (JSD of the drafts) beside EU_hat.
 std::vector<double> pooled_scores(TokenScorer& scorer, const std::vector<Answer>& answers,
-                                  EuField field, std::vector<std::vector<double>>* per_answer) {
+                                  EuField field, std::vector<std::vector<double>>* per_answer,
+                                  std::vector<std::vector<double>>* jsd_per_answer = nullptr) {
   std::vector<double> pooled;
   for (const auto& a : answers) {
-    auto v = score_answer(scorer, a, field);
+    std::vector<double> v, jsd;
+    for (const auto& t : scorer.score(a.prompt, a.response)) {
+      v.push_back((field == EuField::True ? t.eu_true : t.eu_hat).value_or(std::nan("")));
+      jsd.push_back(t.jsd.value_or(std::nan("")));
+    }
     pooled.insert(pooled.end(), v.begin(), v.end());
     if (per_answer) per_answer->push_back(std::move(v));
+    if (jsd_per_answer) jsd_per_answer->push_back(std::move(jsd));
   }
   return pooled;
 }
@@ -94,28 +102,34 @@ void run_fidelity(const ExperimentConfig& c, MethodModels& models, const std::fi
     const auto pooled_true = pooled_scores(truth, answers, EuField::True, &eu_true);
     true_means.push_back(mean(pooled_true));
     draft_kls.push_back(mean(pooled_scores(gap, answers, EuField::Hat, nullptr)));
-    std::map<std::string, std::vector<std::vector<double>>> eu_hat;
-    auto score = [&](const std::string& method, int64_t k, std::vector<std::vector<double>>* keep) {
+    std::map<std::string, std::vector<std::vector<double>>> eu_hat, jsd;
+    auto score = [&](const std::string& method, int64_t k, std::vector<std::vector<double>>* keep,
+                     std::vector<std::vector<double>>* keep_jsd) {
       ScoringModels sm;
       sm.drafts = models.drafts(method, seed, k);
       sm.reference = pmix;
       TokenScorer scorer(sm);
       bar.update(++done);
-      return pooled_scores(scorer, answers, EuField::Hat, keep);
+      return pooled_scores(scorer, answers, EuField::Hat, keep, keep_jsd);
     };
-    for (const auto& m : methods) table1.add(m, t, seed, score(m, 3, &eu_hat[m]), pooled_true);
-    for (const auto& m : k6) table_k6.add(m, t, seed, score(m, 6, nullptr), pooled_true);
+    for (const auto& m : methods)
+      table1.add(m, t, seed, score(m, 3, &eu_hat[m], &jsd[m]), pooled_true);
+    for (const auto& m : k6) table_k6.add(m, t, seed, score(m, 6, nullptr, nullptr), pooled_true);
     for (size_t i = 0; i < answers.size(); ++i)
       for (size_t p = 0; p < eu_true[i].size(); ++p) {
-        json hat = json::object();
-        for (const auto& m : methods) hat[m] = eu_hat[m][i][p];
+        json hat = json::object(), variance = json::object();
+        for (const auto& m : methods) {
+          hat[m] = eu_hat[m][i][p];
+          variance[m] = jsd[m][i][p];
+        }
         tokens += dump_json({{"trial", t},
                              {"question", answers[i].question},
                              {"correct", answers[i].correct},
                              {"index", p},
                              {"text", answers[i].pieces[p]},
                              {"eu_true", eu_true[i][p]},
-                             {"eu_hat", hat}}) +
+                             {"eu_hat", hat},
+                             {"jsd", variance}}) +
                   "\n";
       }
   }

@@ -331,6 +331,44 @@ void run_job(ModelJob& j, const std::vector<std::vector<int64_t>>& seqs,
               {"threads", torch::get_num_threads()}};
 }
 
+// Depth pruning: the draft's layer i is the target's layer round(i (L_t - 1) / (L_d - 1)), so the
+// first and the last layer stay; embeddings, final norm and lm_head are copied as they are.
+void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLMImpl& target,
+                             const std::string& name) {
+  const auto& d = draft.config();
+  const auto& t = target.config();
+  if (d.hidden_size != t.hidden_size || d.intermediate_size != t.intermediate_size ||
+      d.num_attention_heads != t.num_attention_heads ||
+      d.num_key_value_heads != t.num_key_value_heads)
+    fail("testbed: draft '", name, "' starts from the pruned target, so it needs the target's ",
+         "width (hidden ", t.hidden_size, ", intermediate ", t.intermediate_size,
+         "); it has hidden ", d.hidden_size, ", intermediate ", d.intermediate_size);
+  if (d.num_hidden_layers > t.num_hidden_layers)
+    fail("testbed: draft '", name, "' has ", d.num_hidden_layers,
+         " layers, more than the target it is pruned from (", t.num_hidden_layers, ")");
+  const int64_t ld = d.num_hidden_layers, lt = t.num_hidden_layers;
+  auto source_layer = [&](int64_t i) {
+    return ld == 1 ? int64_t{0}
+                   : static_cast<int64_t>(std::lround(static_cast<double>(i * (lt - 1)) /
+                                                      static_cast<double>(ld - 1)));
+  };
+  const auto from = target.hf_state();
+  torch::NoGradGuard ng;
+  for (auto& [key, param] : draft.hf_state()) {
+    std::string src = key;
+    const std::string prefix = "model.layers.";
+    if (key.rfind(prefix, 0) == 0) {
+      const auto dot = key.find('.', prefix.size());
+      const int64_t i = std::stoll(key.substr(prefix.size(), dot - prefix.size()));
+      src = prefix + std::to_string(source_layer(i)) + key.substr(dot);
+    }
+    const auto it = from.find(src);
+    if (it == from.end() || !it->second.sizes().equals(param.sizes()))
+      fail("testbed: draft '", name, "': no target tensor of shape ", param.sizes(), " for ", key);
+    param.copy_(it->second);
+  }
+}
+
 // Measured on 2 cores: these models train faster on one thread each than on two (OpenMP's
 // per-op synchronisation outweighs the small GEMMs), so the target trains on this thread and
 // the drafts on a second one, each with one libtorch thread.
@@ -340,8 +378,8 @@ void run_jobs(ModelJob& target, std::vector<ModelJob>& drafts, const std::vector
               const std::vector<std::vector<int64_t>>& seqs,
               const std::vector<size_t>& answer_starts, const std::vector<Problem>& eval_set,
               std::ostream* log) {
-  bool distilled = false;
-  for (const auto& d : specs) distilled = distilled || d.distill_from_target;
+  bool distilled = false;  // some draft needs the trained target: train it first
+  for (const auto& d : specs) distilled = distilled || d.distill_from_target || d.init_from_target;
   if (distilled) {
     const int saved = torch::get_num_threads();
     torch::set_num_threads(1);
@@ -349,6 +387,8 @@ void run_jobs(ModelJob& target, std::vector<ModelJob>& drafts, const std::vector
     for (size_t i = 0; i < drafts.size(); ++i) {
       PretrainTeacher teacher;
       if (specs[i].distill_from_target) teacher.model = target.model.model.get();
+      if (specs[i].init_from_target)
+        init_from_pruned_target(*drafts[i].model.model, *target.model.model, specs[i].name);
       run_job(drafts[i], seqs, answer_starts, eval_set, log, teacher);
     }
     torch::set_num_threads(saved);
@@ -445,7 +485,10 @@ Testbed build_testbed(const TestbedOptions& o, const fs::path& cache_dir, std::o
     run_jobs(target, drafts, o.drafts, seqs, answer_starts, eval_set, log);
     info["target"] = target.report;
     info["drafts"] = nlohmann::json::array();
-    for (const auto& d : drafts) info["drafts"].push_back(d.report);
+    for (size_t i = 0; i < drafts.size(); ++i) {
+      info["drafts"].push_back(drafts[i].report);
+      info["drafts"].back()["pruned_from_target"] = o.drafts[i].init_from_target;
+    }
     info["build_seconds"] = seconds_since(t0);
     write_file_atomic(tmp / "testbed.json", info.dump(2) + "\n");
   });

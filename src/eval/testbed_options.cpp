@@ -55,11 +55,14 @@ TestbedOptions::TestbedOptions() {
 
 nlohmann::json TestbedOptions::to_json() const {
   nlohmann::json dj = nlohmann::json::array();
-  for (const auto& d : drafts)
+  for (const auto& d : drafts) {
     dj.push_back({{"name", d.name},
                   {"shape", shape_json(d.shape)},
                   {"train", train_json(d.train)},
                   {"distill_from_target", d.distill_from_target}});
+    // Only when set: the cache keys of testbeds built before the option stay valid.
+    if (d.init_from_target) dj.back()["init_from_target"] = true;
+  }
   return {{"version", 3},
           {"task",
            {{"seed", task.seed},

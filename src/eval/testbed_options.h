@@ -41,6 +41,10 @@ struct DraftSpec {
   // than trained beside it from scratch: the draft is the target's own family, as Llama 3.2 1B/3B
   // are Llama 3.1's.
   bool distill_from_target = true;
+  // Starts from the trained target pruned in depth (its embeddings, final norm, lm_head and an
+  // evenly spaced subset of its layers, first and last kept) instead of random weights, as Llama
+  // 3.2 1B/3B began from a pruned Llama 3.1 8B. Needs the target's width.
+  bool init_from_target = false;
 };
 
 struct TestbedOptions {
