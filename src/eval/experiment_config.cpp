@@ -177,6 +177,7 @@ config::Fields<StoriesOptions> stories_fields() {
       .field("test_prompts", &S::test_prompts, size_check())
       .field("draft_hidden", &S::draft_hidden, size_check())
       .field("draft_layers", &S::draft_layers, size_check())
+      .field("draft_init", &S::draft_init, config::one_of({"random", "target_layers"}))
       .field("draft_steps", &S::draft_steps, size_check())
       .field("batch_size", &S::batch_size, size_check())
       .rule([](const S& s, const config::Where& w) {

@@ -44,6 +44,9 @@ struct StoriesOptions {
   int64_t opening_tokens = 6;  // a prompt is a story's first tokens
   int64_t test_prompts = 32;   // the last stories' openings are the evaluation prompts
   int64_t draft_hidden = 32, draft_layers = 2, draft_steps = 600, batch_size = 16;
+  // "random", or "target_layers": the target pruned to draft_layers of its layers (its width:
+  // draft_hidden must then equal the target's hidden size).
+  std::string draft_init = "random";
 };
 
 // Every field a config may set, with the quick preset's values; the other presets patch these.

@@ -100,7 +100,16 @@ void build_story_models(const ExperimentConfig& c, const fs::path& dir, std::ost
   dc.eos_token_ids = tc.eos_token_ids;
   dc.rope_theta = tc.rope_theta;
   dc.rms_norm_eps = tc.rms_norm_eps;
+  if (o.draft_init == "target_layers") {
+    if (o.draft_hidden != tc.hidden_size)
+      fail("experiment: field 'stories.draft_hidden' must equal the target's hidden size (",
+           tc.hidden_size, "; got ", o.draft_hidden, ") when 'stories.draft_init' is target_layers");
+    dc = tc;  // the target's width and heads, fewer layers
+    dc.num_hidden_layers = o.draft_layers;
+  }
   LoadedModel draft{init_model(dc, c.seed + 11), target.tokenizer, target.generation, {}};
+  if (o.draft_init == "target_layers")
+    init_from_pruned_target(*draft.model, *target.model, "experiment: the stories draft");
   PretrainOptions po;
   po.steps = o.draft_steps;
   po.batch_size = o.batch_size;
@@ -124,6 +133,7 @@ void build_story_models(const ExperimentConfig& c, const fs::path& dir, std::ost
                                           {"test_prompts", n_test},
                                           {"target_parameters", tc.num_parameters()},
                                           {"draft_parameters", dc.num_parameters()},
+                                          {"draft_init", o.draft_init},
                                           {"draft_first_kd_loss", stats.losses.front()},
                                           {"draft_final_kd_loss", stats.losses.back()},
                                           {"draft_train_seconds", stats.seconds}}

@@ -106,6 +106,43 @@ LlamaForCausalLM init_model(const LlamaConfig& c, uint64_t seed) {
   return m;
 }
 
+// The draft's layer i is the target's layer round(i (L_t - 1) / (L_d - 1)).
+void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLMImpl& target,
+                             const std::string& name) {
+  const auto& d = draft.config();
+  const auto& t = target.config();
+  if (d.hidden_size != t.hidden_size || d.intermediate_size != t.intermediate_size ||
+      d.num_attention_heads != t.num_attention_heads ||
+      d.num_key_value_heads != t.num_key_value_heads)
+    fail(name, " starts from the pruned target, so it needs the target's ",
+         "width (hidden ", t.hidden_size, ", intermediate ", t.intermediate_size,
+         "); it has hidden ", d.hidden_size, ", intermediate ", d.intermediate_size);
+  if (d.num_hidden_layers > t.num_hidden_layers)
+    fail(name, " has ", d.num_hidden_layers,
+         " layers, more than the target it is pruned from (", t.num_hidden_layers, ")");
+  const int64_t ld = d.num_hidden_layers, lt = t.num_hidden_layers;
+  auto source_layer = [&](int64_t i) {
+    return ld == 1 ? int64_t{0}
+                   : static_cast<int64_t>(std::lround(static_cast<double>(i * (lt - 1)) /
+                                                      static_cast<double>(ld - 1)));
+  };
+  const auto from = target.hf_state();
+  torch::NoGradGuard ng;
+  for (auto& [key, param] : draft.hf_state()) {
+    std::string src = key;
+    const std::string prefix = "model.layers.";
+    if (key.rfind(prefix, 0) == 0) {
+      const auto dot = key.find('.', prefix.size());
+      const int64_t i = std::stoll(key.substr(prefix.size(), dot - prefix.size()));
+      src = prefix + std::to_string(source_layer(i)) + key.substr(dot);
+    }
+    const auto it = from.find(src);
+    if (it == from.end() || !it->second.sizes().equals(param.sizes()))
+      fail(name, ": no target tensor of shape ", param.sizes(), " for ", key);
+    param.copy_(it->second);
+  }
+}
+
 PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vector<int64_t>>& seqs,
                        const PretrainOptions& o, std::ostream* log, const std::string& label,
                        const std::vector<size_t>& loss_from, const PretrainTeacher& teacher) {
@@ -331,44 +368,6 @@ void run_job(ModelJob& j, const std::vector<std::vector<int64_t>>& seqs,
               {"threads", torch::get_num_threads()}};
 }
 
-// Depth pruning: the draft's layer i is the target's layer round(i (L_t - 1) / (L_d - 1)), so the
-// first and the last layer stay; embeddings, final norm and lm_head are copied as they are.
-void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLMImpl& target,
-                             const std::string& name) {
-  const auto& d = draft.config();
-  const auto& t = target.config();
-  if (d.hidden_size != t.hidden_size || d.intermediate_size != t.intermediate_size ||
-      d.num_attention_heads != t.num_attention_heads ||
-      d.num_key_value_heads != t.num_key_value_heads)
-    fail("testbed: draft '", name, "' starts from the pruned target, so it needs the target's ",
-         "width (hidden ", t.hidden_size, ", intermediate ", t.intermediate_size,
-         "); it has hidden ", d.hidden_size, ", intermediate ", d.intermediate_size);
-  if (d.num_hidden_layers > t.num_hidden_layers)
-    fail("testbed: draft '", name, "' has ", d.num_hidden_layers,
-         " layers, more than the target it is pruned from (", t.num_hidden_layers, ")");
-  const int64_t ld = d.num_hidden_layers, lt = t.num_hidden_layers;
-  auto source_layer = [&](int64_t i) {
-    return ld == 1 ? int64_t{0}
-                   : static_cast<int64_t>(std::lround(static_cast<double>(i * (lt - 1)) /
-                                                      static_cast<double>(ld - 1)));
-  };
-  const auto from = target.hf_state();
-  torch::NoGradGuard ng;
-  for (auto& [key, param] : draft.hf_state()) {
-    std::string src = key;
-    const std::string prefix = "model.layers.";
-    if (key.rfind(prefix, 0) == 0) {
-      const auto dot = key.find('.', prefix.size());
-      const int64_t i = std::stoll(key.substr(prefix.size(), dot - prefix.size()));
-      src = prefix + std::to_string(source_layer(i)) + key.substr(dot);
-    }
-    const auto it = from.find(src);
-    if (it == from.end() || !it->second.sizes().equals(param.sizes()))
-      fail("testbed: draft '", name, "': no target tensor of shape ", param.sizes(), " for ", key);
-    param.copy_(it->second);
-  }
-}
-
 // Measured on 2 cores: these models train faster on one thread each than on two (OpenMP's
 // per-op synchronisation outweighs the small GEMMs), so the target trains on this thread and
 // the drafts on a second one, each with one libtorch thread.
@@ -388,7 +387,8 @@ void run_jobs(ModelJob& target, std::vector<ModelJob>& drafts, const std::vector
       PretrainTeacher teacher;
       if (specs[i].distill_from_target) teacher.model = target.model.model.get();
       if (specs[i].init_from_target)
-        init_from_pruned_target(*drafts[i].model.model, *target.model.model, specs[i].name);
+        init_from_pruned_target(*drafts[i].model.model, *target.model.model,
+                                "testbed: draft '" + specs[i].name + "'");
       run_job(drafts[i], seqs, answer_starts, eval_set, log, teacher);
     }
     torch::set_num_threads(saved);

@@ -43,6 +43,12 @@ LlamaConfig testbed_config(const ModelShape& shape, int64_t vocab_size, int64_t 
 // Fresh weights, N(0, 0.02) matrices and unit norms, from `seed`.
 LlamaForCausalLM init_model(const LlamaConfig& config, uint64_t seed);
 
+// Depth pruning, the way Llama 3.2 1B/3B began from Llama 3.1 8B: `draft` takes the target's
+// embeddings, final norm, lm_head and an evenly spaced subset of its layers (first and last
+// kept). Needs the target's width and at most its depth; `name` names the draft in errors.
+void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLMImpl& target,
+                             const std::string& name);
+
 // Full-parameter next-token cross-entropy on `sequences` (token ids, BOS/EOS included). With
 // `loss_from` (one entry per sequence), sequence i's loss counts the tokens from index
 // loss_from[i] on; without it, every token after BOS.
