@@ -427,6 +427,26 @@ TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
   EXPECT_EQ(dom.err.find(":CONSOLE("), std::string::npos) << dom.err;
 }
 
+// The temporary directories of killed runs go when their process is gone, or a zombie (a run
+// killed under a wrapper lingers so until init reaps it); a live process's stay.
+TEST(StepCache, StaleTemporaryDirectoriesOfGoneAndZombieRunsAreRemoved) {
+  const fs::path dir = test::scratch_dir("experiment_stale_tmp");
+  const pid_t zombie = fork();
+  if (zombie == 0) _exit(0);
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(zombie), &info, WEXITED | WNOWAIT), 0);  // not reaped
+  const pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, nullptr, 0);
+  for (pid_t p : {zombie, gone, getpid()})
+    fs::create_directories(dir / (".tmp-step-0123-" + std::to_string(p)));
+  remove_stale_temp_dirs(dir);
+  waitpid(zombie, nullptr, 0);
+  std::set<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.insert(e.path().filename().string());
+  EXPECT_EQ(left, std::set<std::string>{".tmp-step-0123-" + std::to_string(getpid())});
+}
+
 // Wall-clock fields (build and run times, timestamps): no two runs share them. They are left out
 // of the comparisons below, everything else must match to the byte.
 const std::set<std::string>& clock_keys() {
