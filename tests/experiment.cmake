@@ -1,1 +1,1 @@
-drafteu_test(test_experiment DEPS drafteu_eval NEEDS_CLI LABELS slow TIMEOUT 600)
+drafteu_test(test_experiment DEPS drafteu_eval NEEDS_CLI LABELS slow TIMEOUT 900)

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "distill/checkpoint.h"
 #include "distill/config.h"
 #include "distill/data.h"
 #include "distill/drafts.h"
@@ -43,6 +44,7 @@
 #include "test_support.h"
 #include "util/build_info.h"
 #include "util/error.h"
+#include "util/file.h"
 
 namespace fs = std::filesystem;
 using namespace drafteu;
@@ -504,6 +506,17 @@ TEST(Trainer, ResumeFromCheckpointIsBitIdentical) {
     EXPECT_FALSE(r.finished);
     EXPECT_EQ(r.steps_done, 3);
   }
+  {  // a checkpoint whose optimizer.pt libtorch wrote (before the optimizer had its own format)
+    OsdObjective old(tiny_model(1), osd, 3);
+    auto params = old.adapter().parameters();
+    torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(tc.lr));
+    ASSERT_TRUE(load_latest_checkpoint(dir / "b", old.adapter(), optimizer).has_value());
+    const fs::path ck = dir / "b/checkpoints/step-00000003";
+    torch::save(optimizer, (ck / "optimizer.pt").string());
+    auto state = read_json_file(ck / "trainer_state.json");
+    state["sha256"]["optimizer.pt"] = sha256_file(ck / "optimizer.pt");
+    write_file_atomic(ck / "trainer_state.json", state.dump(2) + "\n");
+  }
   OsdObjective resumed(tiny_model(1), osd, 3);  // a new process: fresh model and adapter
   auto b = train(resumed, data, tc, dir / "b");
   ASSERT_TRUE(b.finished);
@@ -511,6 +524,12 @@ TEST(Trainer, ResumeFromCheckpointIsBitIdentical) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(torch::equal(got[i], want[i])) << i;
   EXPECT_EQ(read_lines(dir / "a/metrics.jsonl").size(), read_lines(dir / "b/metrics.jsonl").size());
+  // The optimizer's state is written as a function of the state alone (libtorch keys it by
+  // tensor addresses): the last checkpoints of the two runs are byte-identical.
+  for (const char* f : {"optimizer.pt", "params.pt", "trainer_state.json"})
+    EXPECT_TRUE(read_bytes(dir / "a/checkpoints/step-00000005" / f) ==
+                read_bytes(dir / "b/checkpoints/step-00000005" / f))
+        << f;
   auto manifest = read_json_file(dir / "a/manifest.json");
   EXPECT_EQ(manifest["method"], "osd");
   EXPECT_TRUE(fs::exists(dir / "a/adapter/adapter_model.safetensors"));

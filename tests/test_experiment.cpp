@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <iomanip>
+#include <iostream>
 #include <map>
 #include <random>
 #include <set>
@@ -303,20 +305,49 @@ void expect_wiring(const json& r, const fs::path& out) {
   EXPECT_NE(r["proxy"]["pmix"]["k3"]["runs"], r["proxy"]["orig"]["k3"]["runs"]);
 }
 
+// Threads of every tiny run here. A step is byte-identical run to run on one thread count; across
+// counts libtorch's multi-threaded kernels may sum in another order (the last bits of the training
+// steps' floats, ~1e-9 relative in the results), so the uninterrupted and the killed runs share
+// this count. One thread: the suite runs two tests at a time on two cores, where a second OpenMP
+// thread per process only contends (under load here the tiny run took 132 s on two threads, 30 s
+// on one).
+constexpr int kThreads = 1;
+
 double run_tiny(const fs::path& out, const fs::path& work, test::CommandResult* result) {
   const auto t0 = std::chrono::steady_clock::now();
-  *result =
-      test::run_command(test::drafteu_bin() + " --threads 2 experiment --preset tiny --out '" +
-                        out.string() + "' --work '" + work.string() + "'");
+  *result = test::run_command(test::drafteu_bin() + " --threads " + std::to_string(kThreads) +
+                              " experiment --preset tiny --out '" + out.string() + "' --work '" +
+                              work.string() + "'");
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The uninterrupted tiny run, made once per test process and shared: the end-to-end test checks
+// and reruns it, the kill test compares every killed step with it.
+struct TinyRun {
+  fs::path root, out, work;
+  test::CommandResult result;
+  double seconds = 0;
+};
+
+const TinyRun& straight_tiny_run() {
+  static const TinyRun run = [] {
+    TinyRun r;
+    r.root = test::scratch_dir("experiment_tiny");
+    r.out = r.root / "out";
+    r.work = r.root / "work";
+    r.seconds = run_tiny(r.out, r.work, &r.result);
+    return r;
+  }();
+  return run;
+}
+
 TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
-  const fs::path root = test::scratch_dir("experiment_tiny");
-  const fs::path out = root / "out", work = root / "work";
-  test::CommandResult first, second;
-  const double t1 = run_tiny(out, work, &first);
+  const TinyRun& straight = straight_tiny_run();
+  const fs::path root = straight.root, out = straight.out, work = straight.work;
+  const test::CommandResult& first = straight.result;
+  const double t1 = straight.seconds;
   ASSERT_EQ(first.exit_code, 0) << first.err;
+  test::CommandResult second;
   for (const char* f : {"report.html", "summary.md", "results.json", "fidelity.csv",
                         "fidelity_runs.csv", "proxy_runs.csv", "detection_sets.csv", "cost.csv",
                         "tokens_fidelity.jsonl", "tokens_detection.jsonl"})
@@ -396,90 +427,261 @@ TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
   EXPECT_EQ(dom.err.find(":CONSOLE("), std::string::npos) << dom.err;
 }
 
-// Files under `dir` (relative paths), manifests aside (they hold the build time).
+// The temporary directories of killed runs go when their process is gone, or a zombie (a run
+// killed under a wrapper lingers so until init reaps it); a live process's stay.
+TEST(StepCache, StaleTemporaryDirectoriesOfGoneAndZombieRunsAreRemoved) {
+  const fs::path dir = test::scratch_dir("experiment_stale_tmp");
+  const pid_t zombie = fork();
+  if (zombie == 0) _exit(0);
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(zombie), &info, WEXITED | WNOWAIT), 0);  // not reaped
+  const pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  waitpid(gone, nullptr, 0);
+  for (pid_t p : {zombie, gone, getpid()})
+    fs::create_directories(dir / (".tmp-step-0123-" + std::to_string(p)));
+  remove_stale_temp_dirs(dir);
+  waitpid(zombie, nullptr, 0);
+  std::set<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.insert(e.path().filename().string());
+  EXPECT_EQ(left, std::set<std::string>{".tmp-step-0123-" + std::to_string(getpid())});
+}
+
+// Wall-clock fields (build and run times, timestamps): no two runs share them. They are left out
+// of the comparisons below, everything else must match to the byte.
+const std::set<std::string>& clock_keys() {
+  static const std::set<std::string> keys{
+      "created",       "seconds",           "elapsed_s",       "cpu_seconds",       "seconds_mean",
+      "seconds_std",   "cpu_seconds_mean",  "cpu_seconds_std", "seconds_per_token", "build_seconds",
+      "train_seconds", "train_cpu_seconds", "eval_seconds",    "wall_seconds"};
+  return keys;
+}
+
+json without_clock(json j) {
+  if (j.is_object()) {
+    for (auto it = j.begin(); it != j.end();)
+      if (clock_keys().count(it.key()))
+        it = j.erase(it);
+      else
+        *it = without_clock(*it), ++it;
+  } else if (j.is_array()) {
+    for (auto& e : j) e = without_clock(e);
+  }
+  return j;
+}
+
+// The text of a JSON value without its wall-clock fields; `text` itself when it has none.
+std::string clock_free(const std::string& text) {
+  const json j = json::parse(text), k = without_clock(j);
+  return k == j ? text : k.dump();
+}
+
+// Files under `dir` (relative paths) with their bytes; a JSON or JSONL file that has wall-clock
+// fields re-dumped without them.
 std::map<std::string, std::string> step_files(const fs::path& dir) {
   std::map<std::string, std::string> out;
-  for (const auto& e : fs::recursive_directory_iterator(dir))
-    if (e.is_regular_file() && e.path().filename() != "manifest.json")
-      out[fs::relative(e.path(), dir).string()] = read_text_file(e.path());
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::string text = read_text_file(e.path());
+    if (e.path().extension() == ".json") {
+      text = clock_free(text);
+    } else if (e.path().extension() == ".jsonl") {
+      std::string lines;
+      bool clock = false;
+      std::istringstream in(text);
+      for (std::string l; std::getline(in, l);) {
+        const std::string c = clock_free(l);
+        clock = clock || c != l;
+        lines += c + "\n";
+      }
+      if (clock) text = lines;
+    }
+    out[fs::relative(e.path(), dir).string()] = text;
+  }
   return out;
 }
 
-// One experiment step (data-proxy: sampling the members' answers for p_mix) SIGKILLed at three
-// seeded random moments while it runs, resumed each time: the finished step is byte-identical to
-// an uninterrupted run's, and no temporary directory of the killed runs is left behind.
-TEST(Experiment, StepKilledThreeTimesResumesByteIdentical) {
-  const fs::path root = test::scratch_dir("experiment_kill");
-  auto command = [&](const std::string& name) {
-    return test::drafteu_bin() + " --threads 2 experiment --preset tiny --stop-after data-proxy" +
-           " --out '" + (root / name / "out").string() + "' --work '" +
-           (root / name / "work").string() + "'";
-  };
-  auto r = test::run_command(command("straight"));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  ASSERT_NE(r.out.find("stopped after step data-proxy"), std::string::npos) << r.out;
-  const auto done = r.err.find("data-proxy: done in ");
-  ASSERT_NE(done, std::string::npos) << r.err;
-  const double step_seconds = std::stod(r.err.substr(done + 20));
-  // The killed runs reuse the straight run's testbed: only the step itself is killed.
-  const fs::path work = root / "killed" / "work";
-  fs::create_directories(work);
-  fs::copy(root / "straight/work/testbed", work / "testbed", fs::copy_options::recursive);
-  auto step_running = [&] {
-    for (const auto& e : fs::directory_iterator(work))
-      if (e.path().filename().string().rfind(".tmp-data-proxy-", 0) == 0) return true;
-    return false;
-  };
-  std::mt19937_64 rng(1404);
-  // A run that finishes its step before the kill lands (a less loaded machine) is no kill: its
-  // step is removed and the kill retried sooner, up to 8 tries.
-  double reach = 0.5;
-  int kills = 0;
-  for (int attempt = 0; attempt < 8 && kills < 3; ++attempt) {
-    const int kill_no = kills;
-    const std::string cmd = command("killed") + " >/dev/null 2>&1";
-    const pid_t pid = fork();
-    if (pid > 0) setpgid(pid, pid);
-    if (pid == 0) {
-      setpgid(0, 0);
-      execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
+// Every file of `got` as in `want` (and no other file).
+void expect_same_step(const fs::path& want, const fs::path& got) {
+  const auto a = step_files(want), b = step_files(got);
+  std::set<std::string> names;
+  for (const auto& [f, _] : a) names.insert(f);
+  for (const auto& [f, _] : b) names.insert(f);
+  for (const auto& f : names) {
+    if (!a.count(f) || !b.count(f)) {
+      ADD_FAILURE() << got.filename().string() << "/" << f << " is in one run only";
+      continue;
     }
+    EXPECT_TRUE(a.at(f) == b.at(f))
+        << got.filename().string() << "/" << f << " differs from the uninterrupted run's";
+  }
+}
+
+std::set<std::string> entries(const fs::path& dir) {
+  std::set<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
+  return out;
+}
+
+// An entry of `dir` named <prefix>...<suffix>.
+bool has_entry(const fs::path& dir, const std::string& prefix, const std::string& suffix) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string n = it->path().filename().string();
+    if (n.size() >= prefix.size() + suffix.size() && n.rfind(prefix, 0) == 0 &&
+        n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0)
+      return true;
+  }
+  return false;
+}
+
+// `cmd` under /bin/sh in its own process group (a SIGKILL to the group ends all of it); `cmd`
+// starting with `exec` keeps the returned pid.
+pid_t spawn_group(const std::string& cmd) {
+  const pid_t pid = fork();
+  if (pid > 0) setpgid(pid, pid);
+  if (pid == 0) {
+    setpgid(0, 0);
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// One step of the experiment as the kill test sees it: the directory its finished and
+// temporary forms live in, its finished name (from the uninterrupted run), its duration there.
+struct KillStep {
+  std::string name;
+  fs::path parent;       // <work> (the testbed: <work>/testbed)
+  std::string finished;  // e.g. data-proxy-86e7c7da631920ef
+  double seconds = 0;
+};
+
+// SIGKILLs `command` (which ends after `step`) three times at seeded random moments while the
+// step runs; the run that resumes it is the caller's. A moment is a random fraction in
+// [0.02, reach) of the step's uninterrupted duration after this run's temporary directory of the
+// step appears. A run that finishes the step before the kill lands (a faster or less loaded machine
+// than the uninterrupted run's) is no kill: the finished step is removed and the kill retried with
+// reach halved; from the sixth try on the kill lands as soon as the temporary directory appears
+// (the shortest tiny step, baseline-gkd, takes about 20 ms; the poll is 1 ms). Returns the
+// moments (s) and the tries.
+std::vector<double> kill_step_three_times(const std::string& command, const KillStep& step,
+                                          uint64_t seed, int* tries) {
+  const fs::path finished = step.parent / step.finished;
+  const std::string tmp = ".tmp-" + step.name + "-";
+  std::mt19937_64 rng(seed);
+  std::vector<double> moments;
+  double reach = 0.5;
+  for (int attempt = 0; attempt < 10 && moments.size() < 3; ++attempt) {
+    *tries = attempt + 1;
+    const pid_t pid = spawn_group("exec " + command + " >/dev/null 2>&1");
+    // This run's temporary directory, not one a killed run left (the run removes those).
+    auto running = [&] { return has_entry(step.parent, tmp, "-" + std::to_string(pid)); };
     int status = 0;
     bool ended = false;
-    for (int i = 0; i < 12000 && !step_running() && !ended; ++i) {
-      ended = waitpid(pid, &status, WNOHANG) == pid;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(600);
+    while (!running() && std::chrono::steady_clock::now() < deadline) {
+      if ((ended = waitpid(pid, &status, WNOHANG) == pid)) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    ASSERT_FALSE(ended) << "run " << kill_no << " ended before the step started (status " << status
-                        << ")";
-    const double u = 0.05 + (reach - 0.05) * static_cast<double>(rng() % 1000) / 1000.0;
-    std::this_thread::sleep_for(std::chrono::duration<double>(u * step_seconds));
+    if (!ended && !running()) {
+      kill(-pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      ADD_FAILURE() << step.name << ": no temporary directory within 600 s";
+      return moments;
+    }
+    if (ended) {
+      ADD_FAILURE() << step.name << ": the run ended before the step started (status " << status
+                    << ")";
+      return moments;
+    }
+    const double u =
+        attempt >= 5 ? 0.0 : 0.02 + (reach - 0.02) * static_cast<double>(rng() % 1000) / 1000.0;
+    std::this_thread::sleep_for(std::chrono::duration<double>(u * step.seconds));
     kill(-pid, SIGKILL);
     waitpid(pid, &status, 0);
-    if (WIFSIGNALED(status)) {
-      ++kills;
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && !fs::exists(finished)) {
+      moments.push_back(u * step.seconds);
       continue;
     }
     reach /= 2;
-    for (const auto& e : fs::directory_iterator(work))
-      if (e.path().filename().string().rfind("data-proxy-", 0) == 0) fs::remove_all(e.path());
+    fs::remove_all(finished);
   }
-  ASSERT_EQ(kills, 3) << "the runs kept finishing their " << step_seconds << " s step first";
-  r = test::run_command(command("killed"));
+  EXPECT_EQ(moments.size(), 3u) << step.name << ": the runs kept finishing their " << step.seconds
+                                << " s step first";
+  return moments;
+}
+
+// Every step of the tiny experiment (the testbed, both data sets, p_mix, the draft families, the
+// baselines and the five evaluation steps) SIGKILLed at three seeded random moments while it
+// runs, then resumed. All in one work directory, step after step: a run ends with the step under
+// test (--stop-after), so the earlier steps are reused and the later ones do not run; the first
+// run of each step also resumes the step before it, killed three times. Each finished step
+// directory is byte-identical to the uninterrupted run's (wall-clock fields aside), no temporary
+// directory is left, and the resumed experiment's results equal the uninterrupted one's.
+// The steps take 0.03-8 s (baseline-gkd the shortest, the testbed the longest); the ~45 runs
+// cost mostly their start-up (about 1 s each, loading libtorch): 80-100 s on two loaded cores,
+// the uninterrupted run (shared with TinyRunEndToEndThenReusesEveryStep) aside.
+TEST(Experiment, EveryStepKilledThreeTimesResumesByteIdentical) {
+  const TinyRun& straight = straight_tiny_run();
+  ASSERT_EQ(straight.result.exit_code, 0) << straight.result.err;
+  const fs::path root = test::scratch_dir("experiment_kill");
+  const fs::path out = root / "out", work = root / "work";
+  const json r0 = json::parse(read_text_file(straight.out / "results.json"));
+
+  std::vector<KillStep> steps;
+  const fs::path testbed = straight.work / "testbed";
+  for (const auto& name : entries(testbed))
+    steps.push_back(
+        {"testbed", work / "testbed", name,
+         read_json_file(testbed / name / "testbed.json")["build_seconds"].get<double>()});
+  ASSERT_EQ(steps.size(), 1u);
+  for (const auto& s : r0["steps"]) {
+    const fs::path dir = s["dir"].get<std::string>();
+    steps.push_back({s["step"].get<std::string>(), work, dir.filename().string(),
+                     read_json_file(dir / "manifest.json")["seconds"].get<double>()});
+  }
+  ASSERT_EQ(steps.size(), 14u) << r0["steps"].dump();
+
+  auto command = [&](const std::string& stop_after) {
+    std::string c = test::drafteu_bin() + " --threads " + std::to_string(kThreads) +
+                    " experiment --preset tiny --out '" + out.string() + "' --work '" +
+                    work.string() + "'";
+    return stop_after.empty() ? c : c + " --stop-after " + stop_after;
+  };
+  uint64_t seed = 1404;
+  for (const auto& step : steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    int tries = 0;
+    const auto moments = kill_step_three_times(command(step.name), step, seed++, &tries);
+    std::ostringstream m;
+    for (double t : moments) m << " " << std::fixed << std::setprecision(3) << t;
+    std::cout << "[kill] " << step.name << ": " << std::fixed << std::setprecision(2)
+              << step.seconds << " s uninterrupted; killed at" << m.str() << " s in " << tries
+              << " tries, "
+              << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()
+              << " s" << std::endl;
+    if (HasFailure()) return;
+  }
+
+  // The run that resumes the last step (cost) and writes the outputs.
+  const auto r = test::run_command(command(""));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  std::set<std::string> want, got;
-  for (const auto& e : fs::directory_iterator(root / "straight/work"))
-    want.insert(e.path().filename().string());
-  for (const auto& e : fs::directory_iterator(work)) got.insert(e.path().filename().string());
-  EXPECT_EQ(got, want) << "the same steps, and no .tmp-* left by the killed runs";
-  for (const auto& name : want) {
-    if (name == "testbed" || !fs::is_directory(work / name)) continue;
-    EXPECT_TRUE(step_files(root / "straight/work" / name) == step_files(work / name)) << name;
-    EXPECT_EQ(read_json_file(root / "straight/work" / name / "manifest.json")["key"],
-              read_json_file(work / name / "manifest.json")["key"])
-        << name;
+  for (const auto& step : steps) {
+    ASSERT_TRUE(fs::exists(step.parent / step.finished)) << step.name;
+    expect_same_step(fs::path(step.name == "testbed" ? testbed : straight.work) / step.finished,
+                     step.parent / step.finished);
   }
+  EXPECT_EQ(entries(work), entries(straight.work)) << "the same steps, and no .tmp-* left";
+  EXPECT_EQ(entries(work / "testbed"), entries(testbed)) << "no .tmp-* left";
+  const json r1 = json::parse(read_text_file(out / "results.json"));
+  for (const char* k :
+       {"eu_fidelity", "eu_fidelity_k6", "regime", "proxy", "detection", "cost", "budgets"})
+    EXPECT_EQ(without_clock(r1[k]), without_clock(r0[k])) << k;
+  for (const char* k : {"target_accuracy", "draft_accuracy"})
+    EXPECT_EQ(r1["testbed"][k], r0["testbed"][k]) << k;
+  for (const char* f : {"tokens_fidelity.jsonl", "tokens_detection.jsonl"})
+    EXPECT_TRUE(read_text_file(out / f) == read_text_file(straight.out / f)) << f;
 }
 
 TEST(Experiment, BadConfigFailsBeforeAnyWork) {

@@ -63,6 +63,93 @@ void load_torch(T& value, const fs::path& file) {
   }
 }
 
+// The optimizer's state in parameter order, under this marker. libtorch's own serialization
+// (torch::save of an optimizer) keys each parameter's state by its TensorImpl's address and writes
+// the states in hash-map order: the same state saved by two processes differed byte for byte, so a
+// resumed experiment step never matched an uninterrupted one. This format is a function of the
+// state alone. Checkpoints without the marker are read as libtorch wrote them.
+constexpr const char* kAdamWFormat = "drafteu/adamw_state";
+
+std::string state_key(const torch::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
+
+void save_optimizer(torch::optim::Optimizer& optimizer, const fs::path& file) {
+  if (!dynamic_cast<torch::optim::AdamW*>(&optimizer)) return save_torch(optimizer, file);
+  torch::serialize::OutputArchive a;
+  a.write(kAdamWFormat, torch::tensor(int64_t{1}), /*is_buffer=*/true);
+  const auto& groups = optimizer.param_groups();
+  a.write("groups", torch::tensor(static_cast<int64_t>(groups.size())), true);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const std::string group = "group/" + std::to_string(g) + "/";
+    const auto& params = groups[g].params();
+    a.write(group + "size", torch::tensor(static_cast<int64_t>(params.size())), true);
+    torch::serialize::OutputArchive options(a.compilation_unit());
+    static_cast<const torch::optim::AdamWOptions&>(groups[g].options()).serialize(options);
+    a.write(group + "options", options);
+    for (size_t j = 0; j < params.size(); ++j) {
+      const auto it = optimizer.state().find(state_key(params[j]));
+      if (it == optimizer.state().end()) continue;  // not stepped yet
+      const auto& st = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+      const std::string key = group + std::to_string(j) + "/";
+      a.write(key + "step", torch::tensor(st.step()), true);
+      a.write(key + "exp_avg", st.exp_avg(), true);
+      a.write(key + "exp_avg_sq", st.exp_avg_sq(), true);
+      if (st.max_exp_avg_sq().defined()) a.write(key + "max_exp_avg_sq", st.max_exp_avg_sq(), true);
+    }
+  }
+  std::ostringstream bytes;
+  a.save_to(bytes);
+  write_file_atomic(file, bytes.str());
+}
+
+void load_optimizer(torch::optim::Optimizer& optimizer, const fs::path& file) {
+  torch::serialize::InputArchive a;
+  torch::Tensor marker;
+  try {
+    a.load_from(file.string());
+    if (!dynamic_cast<torch::optim::AdamW*>(&optimizer) || !a.try_read(kAdamWFormat, marker, true))
+      return load_torch(optimizer, file);  // written by libtorch (older checkpoints)
+    auto& groups = optimizer.param_groups();
+    auto count = [&](const std::string& key) {
+      torch::Tensor t;
+      a.read(key, t, true);
+      return t.item<int64_t>();
+    };
+    if (count("groups") != static_cast<int64_t>(groups.size()))
+      fail(file.string(), ": holds ", count("groups"), " parameter groups, the run has ",
+           groups.size());
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const std::string group = "group/" + std::to_string(g) + "/";
+      const auto& params = groups[g].params();
+      if (count(group + "size") != static_cast<int64_t>(params.size()))
+        fail(file.string(), ": group ", g, " holds ", count(group + "size"),
+             " parameters, the run has ", params.size(), " (different LoRA config?)");
+      torch::serialize::InputArchive options;
+      a.read(group + "options", options);
+      static_cast<torch::optim::AdamWOptions&>(groups[g].options()).serialize(options);
+      for (size_t j = 0; j < params.size(); ++j) {
+        const std::string key = group + std::to_string(j) + "/";
+        torch::Tensor step, m, v, vmax;
+        if (!a.try_read(key + "step", step, true)) continue;
+        a.read(key + "exp_avg", m, true);
+        a.read(key + "exp_avg_sq", v, true);
+        if (m.sizes() != params[j].sizes() || v.sizes() != params[j].sizes())
+          fail(file.string(), ": the state of parameter ", j, " has shape ", m.sizes(),
+               ", expected ", params[j].sizes());
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->step(step.item<int64_t>());
+        st->exp_avg(m);
+        st->exp_avg_sq(v);
+        if (a.try_read(key + "max_exp_avg_sq", vmax, true)) st->max_exp_avg_sq(vmax);
+        optimizer.state()[state_key(params[j])] = std::move(st);
+      }
+    }
+  } catch (const c10::Error& e) {
+    fail(file.string(), ": cannot read this checkpoint file: ", e.what_without_backtrace());
+  }
+}
+
 }  // namespace
 
 void save_checkpoint(const fs::path& out, int64_t step, const LoraAdapterImpl& adapter,
@@ -77,7 +164,7 @@ void save_checkpoint(const fs::path& out, int64_t step, const LoraAdapterImpl& a
     std::vector<torch::Tensor> params;
     for (const auto& p : adapter.parameters()) params.push_back(p.detach());
     save_torch(params, tmp / "params.pt");
-    save_torch(optimizer, tmp / "optimizer.pt");
+    save_optimizer(optimizer, tmp / "optimizer.pt");
     auto state = info;
     state["step"] = step;
     for (const char* f : kCheckedFiles) state["sha256"][f] = sha256_file(tmp / f);
@@ -155,7 +242,7 @@ std::optional<CheckpointState> load_latest_checkpoint(const fs::path& out, LoraA
       params[i].copy_(saved[i]);
     }
   }
-  load_torch(optimizer, dir / "optimizer.pt");
+  load_optimizer(optimizer, dir / "optimizer.pt");
   return st;
 }
 

@@ -15,7 +15,8 @@
 namespace drafteu::eval {
 
 // Runs (or reuses) every step under `work` and writes the outputs into `out`; returns results.
-// With `stop_after` naming a step, throws StoppedAfterStep once that step is built or reused.
+// With `stop_after` naming a step (a StepCache step, or "testbed"), throws StoppedAfterStep once
+// that step is built or reused.
 nlohmann::json run_experiment(const ExperimentConfig& config, const std::filesystem::path& out,
                               const std::filesystem::path& work, std::ostream* log,
                               const std::string& stop_after = "");

@@ -1,5 +1,6 @@
 #include "eval/experiment_cache.h"
 
+#include <ATen/Parallel.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -62,7 +63,14 @@ StepInfo StepCache::run(const std::string& name, const nlohmann::json& key,
     const auto t0 = std::chrono::steady_clock::now();
     build(tmp);
     info.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    distill::write_manifest(tmp, {{"step", name}, {"key", key}, {"seconds", info.seconds}});
+    // The thread count is not part of the key, and the manifest records it: libtorch's and
+    // BLAS's multi-threaded kernels may sum in another order on another count, so a training
+    // step's floats can differ in their last bits between counts (~1e-9 relative in the tiny
+    // preset's results), never between two runs on one count.
+    distill::write_manifest(tmp, {{"step", name},
+                                  {"key", key},
+                                  {"seconds", info.seconds},
+                                  {"threads", at::get_num_threads()}});
   });
   if (log_ && info.reused)
     *log_ << "[experiment] " << name << ": reusing " << info.dir.string() << std::endl;

@@ -41,9 +41,11 @@ class StepCache {
   // Removes the temporary directories of steps whose run was killed (their process is gone).
   StepCache(std::filesystem::path root, std::ostream* log, std::string stop_after = "");
   const std::filesystem::path& root() const { return root_; }
+  // The step after which the run ends (the test hook); "" for none.
+  const std::string& stop_after() const { return stop_after_; }
 
   // The finished directory of step `name` with `key`; `build(tmp_dir)` fills it when missing.
-  // The manifest (key, seeds in it, timing, commit) is written by the cache.
+  // The manifest (key, seeds in it, timing, thread count, commit) is written by the cache.
   StepInfo run(const std::string& name, const nlohmann::json& key,
                const std::function<void(const std::filesystem::path&)>& build);
 

@@ -207,6 +207,7 @@ json base_models(const ExperimentConfig& c, StepCache& cache, std::ostream* log,
                 {"test", distill::sha256_file(c.gsm8k_test)}};
   } else {
     const Testbed tb = build_testbed(c.testbed.options(), cache.root() / "testbed", log);
+    if (cache.stop_after() == "testbed") throw StoppedAfterStep("testbed");
     t.target_dir = tb.target_dir;
     t.draft_dir = tb.draft_dirs.at(0);
     t.train_gsm8k = tb.train_jsonl;

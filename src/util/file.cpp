@@ -81,6 +81,23 @@ void MappedFile::release() {
   size_ = 0;
 }
 
+namespace {
+
+// Whether process `pid` is gone: there is none, or it is a zombie. A run killed under a wrapper
+// (`sh -c`, a job runner) is an orphan zombie until init reaps it, which can be after the rerun
+// has started; its temporary directory was then kept, as a live run's.
+bool process_gone(pid_t pid) {
+  if (::kill(pid, 0) != 0) return errno == ESRCH;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto close = line.rfind(')');  // "pid (comm) state ...": comm may hold spaces and ')'
+  if (close == std::string::npos || close + 2 >= line.size()) return false;
+  return line[close + 2] == 'Z' || line[close + 2] == 'X';
+}
+
+}  // namespace
+
 void remove_stale_temp_dirs(const std::filesystem::path& dir) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
@@ -90,8 +107,7 @@ void remove_stale_temp_dirs(const std::filesystem::path& dir) {
     char* end = nullptr;
     const long pid = std::strtol(name.c_str() + dash + 1, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
-    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
-      std::filesystem::remove_all(e.path(), ec);
+    if (process_gone(static_cast<pid_t>(pid))) std::filesystem::remove_all(e.path(), ec);
   }
 }
 

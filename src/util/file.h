@@ -14,9 +14,9 @@ std::string read_text_file(const std::filesystem::path& path);
 // (util/atomic_writer.h: temp file, fsync, rename, fsync of the directory).
 void write_file_atomic(const std::filesystem::path& path, std::string_view data);
 
-// Removes the entries of `dir` named ".tmp-<anything>-<pid>" whose process is gone: the work
-// directories of builds that were killed (a rerun builds under its own pid, so nothing else
-// would ever remove them). Those of live processes stay.
+// Removes the entries of `dir` named ".tmp-<anything>-<pid>" whose process is gone (or a zombie):
+// the work directories of builds that were killed (a rerun builds under its own pid, so nothing
+// else would ever remove them). Those of live processes stay.
 void remove_stale_temp_dirs(const std::filesystem::path& dir);
 
 // A read-only memory map of a whole file; movable, not copyable.
