@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "model/kernels.h"
 #include "model/llama.h"
+#include "model/thread_pool.h"
 #include "util/error.h"
 
 namespace drafteu {
@@ -20,9 +22,13 @@ constexpr int64_t kVectorRows = 8;
 // Multiply-adds from which many-row projections go to BLAS GEMM: below it the matrix-vector
 // kernel is faster (a GEMM call's packing and thread start-up dominate small products).
 constexpr int64_t kGemmWork = int64_t{1} << 22;
-// Multiply-adds below which a kernel runs on the calling thread: waking a second thread costs
-// more than it saves on smaller work (stories260K never splits; a 15M model splits its lm_head).
-constexpr int64_t kParallelWork = int64_t{1} << 18;
+// Multiply-adds below which a step runs on the calling thread alone, and the least work of one
+// chunk when it is split: handing a chunk to a polling worker costs about a microsecond, a few
+// times what stories260K's products take (it never splits; a 15M model splits every product).
+constexpr int64_t kParallelWork = int64_t{1} << 15;
+// Chunks per thread: more than one, so that a worker that starts late (woken from sleep, or
+// descheduled on a shared machine) leaves its share to the others instead of holding them up.
+constexpr int64_t kChunksPerThread = 4;
 
 // Every delta attached to `l` has a raw form the fast path can add.
 bool raw_deltas(const LinearImpl& l) {
@@ -31,31 +37,62 @@ bool raw_deltas(const LinearImpl& l) {
   return true;
 }
 
-// y [rows, out] = x [rows, in] · wᵀ.
-void project(const torch::Tensor& w, const float* x, int64_t rows, float* y) {
-  const int64_t out = w.size(0), in = w.size(1), work = out * in * rows;
-  if (rows > kVectorRows && work >= kGemmWork) {
-    auto xt = torch::from_blob(const_cast<float*>(x), {rows, in});
-    auto yt = torch::from_blob(y, {rows, out});
-    at::mm_out(yt, xt, w.t());
-    return;
-  }
-  const float* wp = w.data_ptr<float>();
-  auto run = [&](int64_t begin, int64_t end) {
-    for (int64_t r = 0; r < rows; r += kVectorRows)
-      kernels::matvec_rows(wp, in, begin, end, x + r * in, in, std::min(kVectorRows, rows - r),
-                           y + r * out, out);
-  };
-  if (work < kParallelWork || at::get_num_threads() < 2)
-    run(0, out);
-  else
-    at::parallel_for(0, out, 64, run);
+// One product y [rows, out] = x [rows, in] · wᵀ of a step that runs several (q, k and v share
+// their input, as do gate and up).
+struct Product {
+  const torch::Tensor* weight;  // a linear's, or the embedding for a tied lm_head
+  float* y;
+  const LinearImpl* linear = nullptr;  // its deltas, if any
+  const torch::Tensor& w() const { return *weight; }
+};
+Product product(const LinearImpl& l, float* y) {
+  return {&l.weight, y, &l};
 }
 
-// The base weight once for all rows, then each attached delta's term.
-void project(const LinearImpl& l, const float* x, int64_t rows, float* y) {
-  project(l.weight, x, rows, y);
-  for (const auto& d : l.deltas()) d->add_raw(x, rows, y);
+// Runs the products of one step, splitting their output features over the forward's threads in
+// chunks of whole 4-row groups: the kernel sums a row the same way whichever chunk holds it, so
+// the result does not depend on the thread count.
+void project_weights(std::span<const Product> products, const float* x, int64_t rows, int threads) {
+  const int64_t in = products[0].w().size(1);
+  int64_t out = 0;
+  for (const auto& p : products) out += p.w().size(0);
+  const int64_t work = out * in * rows;
+  if (rows > kVectorRows && work >= kGemmWork) {
+    rest_forward_threads();  // OpenBLAS brings its own threads
+    auto xt = torch::from_blob(const_cast<float*>(x), {rows, in});
+    for (const auto& p : products) {
+      auto yt = torch::from_blob(p.y, {rows, p.w().size(0)});
+      at::mm_out(yt, xt, p.w().t());
+    }
+    return;
+  }
+  // Output features [begin, end) of the concatenated products.
+  auto run = [&](int64_t begin, int64_t end) {
+    int64_t first = 0;
+    for (const auto& p : products) {
+      const int64_t n = p.w().size(0), b = std::max(begin, first), e = std::min(end, first + n);
+      if (b < e) {
+        const float* wp = p.w().data_ptr<float>();
+        for (int64_t r = 0; r < rows; r += kVectorRows)
+          kernels::matvec_rows(wp, in, b - first, e - first, x + r * in, in,
+                               std::min(kVectorRows, rows - r), p.y + r * n, n);
+      }
+      first += n;
+    }
+  };
+  int64_t chunks = std::min<int64_t>(threads * kChunksPerThread, work / kParallelWork);
+  if (threads < 2 || chunks < 2) return run(0, out);
+  const int64_t step = (out / chunks + 3) / 4 * 4;  // whole 4-row groups
+  chunks = (out + step - 1) / step;
+  parallel_chunks(chunks, [&](int64_t i) { run(i * step, std::min(out, (i + 1) * step)); });
+}
+
+// The base weights once for all rows, then each attached delta's term.
+void project_step(std::span<const Product> products, const float* x, int64_t rows, int threads) {
+  project_weights(products, x, rows, threads);
+  for (const auto& p : products)
+    if (p.linear)
+      for (const auto& d : p.linear->deltas()) d->add_raw(x, rows, p.y);
 }
 
 std::atomic<bool> g_enabled{true};
@@ -133,6 +170,17 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
 
+  // Inside another parallel region (a caller's own parallel_for) the forward stays on its thread.
+  ForwardThreads threads(at::in_parallel_region() ? 1 : at::get_num_threads());
+  const int nt = threads.threads();
+  // Runs fn(begin, end) over [0, tasks) in chunks of at least kParallelWork, `cost` multiply-adds
+  // per task.
+  auto split = [&](int64_t tasks, int64_t cost, auto&& fn) {
+    const int64_t chunks = std::min({tasks, nt * kChunksPerThread, tasks * cost / kParallelWork});
+    if (nt < 2 || chunks < 2) return fn(int64_t{0}, tasks);
+    parallel_chunks(chunks, [&](int64_t i) { fn(i * tasks / chunks, (i + 1) * tasks / chunks); });
+  };
+
   KVCache scratch_cache(c.num_hidden_layers, T);
   KVCache& kv = cache ? *cache : scratch_cache;
   const int64_t past = kv.length(), S = past + T;
@@ -205,9 +253,8 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
     const auto& layer = *model.backbone->layer_list[static_cast<size_t>(l)];
     const auto& A = *layer.self_attn;
     norm_rows(layer.input_layernorm->weight.data_ptr<float>());
-    project(*A.q_proj, xn, rows, q);
-    project(*A.k_proj, xn, rows, k);
-    project(*A.v_proj, xn, rows, v);
+    const Product qkv[] = {product(*A.q_proj, q), product(*A.k_proj, k), product(*A.v_proj, v)};
+    project_step(qkv, xn, rows, nt);
     // The cache holds one row per (member, sequence): rows / T of them, member-major.
     auto [kbuf, vbuf] = kv.reserve(l, rows / T, Hkv, T, hd, embed.options());
     const int64_t cap = kbuf.size(2);
@@ -226,35 +273,38 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
         std::copy(v + (r * Hkv + g) * hd, v + (r * Hkv + g + 1) * hd, Vc + at);
       }
     }
-    // Attention, one (member, sequence, token) row per task: causal over the sequence's real
-    // keys, which every member shares.
-    auto attend_rows = [&](int64_t begin, int64_t end) {
-      std::vector<float> scores(static_cast<size_t>(S));
-      std::vector<uint8_t> allowed(static_cast<size_t>(S));
-      for (int64_t r = begin; r < end; ++r) {
+    // Attention over (member, sequence, token) rows × heads: causal over the sequence's real
+    // keys, which every member shares. Tasks [begin, end) of rows·H, row-major.
+    auto attend_tasks = [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> scores;
+      thread_local std::vector<uint8_t> allowed;
+      scores.resize(static_cast<size_t>(S));
+      allowed.resize(static_cast<size_t>(S));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t r = task / H, h = task % H;
         const int64_t n = r / T, j = r % T, b = (r % R) / T;
-        for (int64_t s = 0; s < S; ++s)
-          allowed[static_cast<size_t>(s)] = keys[static_cast<size_t>(b * S + s)] && s <= past + j;
-        for (int64_t h = 0; h < H; ++h) {
-          const int64_t g = h / groups, base = (n * Hkv + g) * cap * hd;
-          kernels::attend(q + (r * H + h) * hd, Kc + base, Vc + base, allowed.data(), S, hd, scale,
-                          scores.data(), att + (r * H + h) * hd);
-        }
+        if (task == begin || h == 0)
+          for (int64_t s = 0; s < S; ++s)
+            allowed[static_cast<size_t>(s)] = keys[static_cast<size_t>(b * S + s)] && s <= past + j;
+        const int64_t g = h / groups, base = (n * Hkv + g) * cap * hd;
+        kernels::attend(q + (r * H + h) * hd, Kc + base, Vc + base, allowed.data(), S, hd, scale,
+                        scores.data(), att + (r * H + h) * hd);
       }
     };
-    if (rows * S * H * hd < kParallelWork || rows < 2)
-      attend_rows(0, rows);
-    else
-      at::parallel_for(0, rows, 1, attend_rows);
-    project(*A.o_proj, att, rows, xn);
+    split(rows * H, S * hd, attend_tasks);
+    const Product o = product(*A.o_proj, xn);
+    project_step({&o, 1}, att, rows, nt);
     add_into(x, xn, rows * D);
 
     const auto& M = *layer.mlp;
     norm_rows(layer.post_attention_layernorm->weight.data_ptr<float>());
-    project(*M.gate_proj, xn, rows, gate);
-    project(*M.up_proj, xn, rows, up);
-    kernels::silu_mul(gate, up, rows * F);
-    project(*M.down_proj, gate, rows, xn);
+    const Product gate_up[] = {product(*M.gate_proj, gate), product(*M.up_proj, up)};
+    project_step(gate_up, xn, rows, nt);
+    split(rows, F * 8, [&](int64_t begin, int64_t end) {  // exp: about 8 multiply-adds' time
+      kernels::silu_mul(gate + begin * F, up + begin * F, (end - begin) * F);
+    });
+    const Product down = product(*M.down_proj, xn);
+    project_step({&down, 1}, gate, rows, nt);
     add_into(x, xn, rows * D);
   }
   if (cache) cache->commit(new_mask);
@@ -269,10 +319,9 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
                         xn + (n * Tout + j) * D);
     }
   auto logits = torch::empty({N, Tout, V}, torch::kFloat32);
-  if (model.lm_head)
-    project(*model.lm_head, xn, N * Tout, logits.data_ptr<float>());
-  else
-    project(embed, xn, N * Tout, logits.data_ptr<float>());
+  const Product head = model.lm_head ? product(*model.lm_head, logits.data_ptr<float>())
+                                     : Product{&embed, logits.data_ptr<float>()};
+  project_step({&head, 1}, xn, N * Tout, nt);
   return logits;
 }
 
