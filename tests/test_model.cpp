@@ -5,6 +5,7 @@
 
 #include <sys/resource.h>
 
+#include <array>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "model/generate.h"
 #include "model/io/gguf.h"
 #include "model/io/safetensors.h"
+#include "model/kernels.h"
 #include "model/runtime.h"
 #include "model/sampling.h"
 #include "model/thread_pool.h"
@@ -607,6 +609,30 @@ TEST(FastPath, LogitsAgreeAtOneAndTwoThreads) {
     for (size_t i = 0; i < one.size(); ++i) EXPECT_LT(rel_diff(two[i], one[i]), 1e-5) << i;
   }
   torch::set_num_threads(prev_threads);
+}
+
+// The many-row kernel on shapes with every kind of remainder (input length not a multiple of 16,
+// output features not of 4, input rows not of 4 or 16), whole and split at a 4-row boundary as
+// the threads split it.
+TEST(Kernels, MatmulRowsMatchesFloat64OnRaggedShapes) {
+  if (!kernels::has_matmul()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  torch::manual_seed(2);
+  for (auto [in, out, rows] :
+       {std::array<int64_t, 3>{37, 13, 11}, {16, 4, 4}, {288, 10, 17}, {5, 7, 3}, {768, 8, 20}}) {
+    SCOPED_TRACE(std::to_string(in) + "x" + std::to_string(out) + " rows " + std::to_string(rows));
+    auto w = torch::randn({out, in}), x = torch::randn({rows, in});
+    auto ref = torch::matmul(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+    auto whole = torch::zeros({rows, out}), split = torch::zeros({rows, out});
+    kernels::matmul_rows(w.data_ptr<float>(), in, 0, out, x.data_ptr<float>(), in, rows,
+                         whole.data_ptr<float>(), out);
+    const int64_t cut = out > 4 ? 4 : out;
+    kernels::matmul_rows(w.data_ptr<float>(), in, 0, cut, x.data_ptr<float>(), in, rows,
+                         split.data_ptr<float>(), out);
+    kernels::matmul_rows(w.data_ptr<float>(), in, cut, out, x.data_ptr<float>(), in, rows,
+                         split.data_ptr<float>(), out);
+    EXPECT_LT(max_diff(whole, ref), 1e-4 * std::sqrt(static_cast<double>(in)));
+    EXPECT_TRUE(torch::equal(whole, split));
+  }
 }
 
 TEST(ThreadPool, EveryChunkRunsOnceOnAtMostTheThreadsAsked) {

@@ -49,15 +49,14 @@ Product product(const LinearImpl& l, float* y) {
   return {&l.weight, y, &l};
 }
 
-// Runs the products of one step, splitting their output features over the forward's threads in
-// chunks of whole 4-row groups: the kernel sums a row the same way whichever chunk holds it, so
-// the result does not depend on the thread count.
+// Runs the products of one step, splitting their output features over the forward's threads.
 void project_weights(std::span<const Product> products, const float* x, int64_t rows, int threads) {
   const int64_t in = products[0].w().size(1);
   int64_t out = 0;
   for (const auto& p : products) out += p.w().size(0);
   const int64_t work = out * in * rows;
-  if (rows > kVectorRows && work >= kGemmWork) {
+  const bool many = rows > kVectorRows && work >= kGemmWork;
+  if (many && !kernels::has_matmul()) {
     rest_forward_threads();  // OpenBLAS brings its own threads
     auto xt = torch::from_blob(const_cast<float*>(x), {rows, in});
     for (const auto& p : products) {
@@ -66,25 +65,34 @@ void project_weights(std::span<const Product> products, const float* x, int64_t 
     }
     return;
   }
-  // Output features [begin, end) of the concatenated products.
-  auto run = [&](int64_t begin, int64_t end) {
-    int64_t first = 0;
-    for (const auto& p : products) {
-      const int64_t n = p.w().size(0), b = std::max(begin, first), e = std::min(end, first + n);
-      if (b < e) {
-        const float* wp = p.w().data_ptr<float>();
-        for (int64_t r = 0; r < rows; r += kVectorRows)
-          kernels::matvec_rows(wp, in, b - first, e - first, x + r * in, in,
-                               std::min(kVectorRows, rows - r), p.y + r * n, n);
-      }
-      first += n;
-    }
+  // Output features [begin, end) of one product.
+  auto run = [&](const Product& p, int64_t begin, int64_t end) {
+    const int64_t n = p.w().size(0);
+    const float* wp = p.w().data_ptr<float>();
+    if (many) return kernels::matmul_rows(wp, in, begin, end, x, in, rows, p.y, n);
+    for (int64_t r = 0; r < rows; r += kVectorRows)
+      kernels::matvec_rows(wp, in, begin, end, x + r * in, in, std::min(kVectorRows, rows - r),
+                           p.y + r * n, n);
   };
-  int64_t chunks = std::min<int64_t>(threads * kChunksPerThread, work / kParallelWork);
-  if (threads < 2 || chunks < 2) return run(0, out);
-  const int64_t step = (out / chunks + 3) / 4 * 4;  // whole 4-row groups
-  chunks = (out + step - 1) / step;
-  parallel_chunks(chunks, [&](int64_t i) { run(i * step, std::min(out, (i + 1) * step)); });
+  const int64_t chunks = std::min<int64_t>(threads * kChunksPerThread, work / kParallelWork);
+  if (threads < 2 || chunks < 2) {
+    for (const auto& p : products) run(p, 0, p.w().size(0));
+    return;
+  }
+  // Chunks of `step` features, whole 4-row groups from each product's first feature: the kernels
+  // sum a feature the same way whichever chunk holds it, so the result does not depend on the
+  // thread count. first[j]: product j's first chunk.
+  const int64_t step = (out / chunks + 3) / 4 * 4;
+  int64_t first[4] = {0};
+  if (products.size() > 3) fail("fast_forward: more than three products in one step");
+  for (size_t j = 0; j < products.size(); ++j)
+    first[j + 1] = first[j] + (products[j].w().size(0) + step - 1) / step;
+  parallel_chunks(first[products.size()], [&](int64_t c) {
+    size_t j = 0;
+    while (c >= first[j + 1]) ++j;
+    const int64_t b = (c - first[j]) * step;
+    run(products[j], b, std::min(products[j].w().size(0), b + step));
+  });
 }
 
 // The base weights once for all rows, then each attached delta's term.

@@ -4,10 +4,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <memory>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 namespace drafteu {
 
@@ -48,13 +46,9 @@ class Pool {
   // Takes the workers for this thread's forward; false if another forward has them.
   bool acquire(int workers) {
     if (!owner_.try_lock()) return false;
-    while (static_cast<int>(threads_.size()) < workers) {
-      const int id = static_cast<int>(threads_.size());
-      threads_.emplace_back([this, id] { work(id); });
-      threads_.back().detach();
-    }
-    workers_ = workers;
-    wake(workers);
+    for (; started_ < workers; ++started_)
+      std::thread([this, id = started_] { work(id); }).detach();
+    workers_ = workers;  // woken by the first run(): a forward with nothing to split wakes none
     return true;
   }
   void release() {
@@ -64,7 +58,7 @@ class Pool {
   void rest() { active_ = 0; }
 
   void run(int64_t n, Chunk fn, void* ctx) {
-    if (active_ == 0) wake(workers_);
+    if (active_ == 0) active_ = workers_;  // the signal below wakes them
     fn_ = fn;
     ctx_ = ctx;
     n_ = n;
@@ -81,10 +75,6 @@ class Pool {
   }
 
  private:
-  void wake(int workers) {
-    active_ = workers;
-    signal();
-  }
   void signal() {
     ++signal_;
     if (sleepers_ > 0) signal_.notify_all();
@@ -132,7 +122,7 @@ class Pool {
   }
 
   std::mutex owner_;
-  std::vector<std::thread> threads_;
+  int started_ = 0;
   int workers_ = 0;
   uint32_t epoch_ = 0;  // the caller's; even = open
   alignas(64) std::atomic<uint64_t> state_{0};
