@@ -623,12 +623,14 @@ TEST(Kernels, MatmulRowsMatchesFloat64OnRaggedShapes) {
     auto w = torch::randn({out, in}), x = torch::randn({rows, in});
     auto ref = torch::matmul(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
     auto whole = torch::zeros({rows, out}), split = torch::zeros({rows, out});
-    kernels::matmul_rows(w.data_ptr<float>(), in, 0, out, x.data_ptr<float>(), in, rows,
+    std::vector<float> packed(static_cast<size_t>(kernels::packed_size(rows, in)));
+    kernels::pack_rows(x.data_ptr<float>(), in, rows, in, packed.data());
+    kernels::matmul_rows(w.data_ptr<float>(), in, 0, out, packed.data(), rows,
                          whole.data_ptr<float>(), out);
     const int64_t cut = out > 4 ? 4 : out;
-    kernels::matmul_rows(w.data_ptr<float>(), in, 0, cut, x.data_ptr<float>(), in, rows,
+    kernels::matmul_rows(w.data_ptr<float>(), in, 0, cut, packed.data(), rows,
                          split.data_ptr<float>(), out);
-    kernels::matmul_rows(w.data_ptr<float>(), in, cut, out, x.data_ptr<float>(), in, rows,
+    kernels::matmul_rows(w.data_ptr<float>(), in, cut, out, packed.data(), rows,
                          split.data_ptr<float>(), out);
     EXPECT_LT(max_diff(whole, ref), 1e-4 * std::sqrt(static_cast<double>(in)));
     EXPECT_TRUE(torch::equal(whole, split));
