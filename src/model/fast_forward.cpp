@@ -19,8 +19,8 @@ namespace {
 
 // Rows the matrix-vector kernel takes at once (the weights are streamed once per block).
 constexpr int64_t kVectorRows = 8;
-// Multiply-adds from which many-row projections go to BLAS GEMM: below it the matrix-vector
-// kernel is faster (a GEMM call's packing and thread start-up dominate small products).
+// Multiply-adds from which many-row projections go to a GEMM (kernels::matmul_rows or BLAS):
+// below it the matrix-vector kernel is faster (packing the inputs dominates small products).
 constexpr int64_t kGemmWork = int64_t{1} << 22;
 // Multiply-adds below which a step runs on the calling thread alone, and the least work of one
 // chunk when it is split: handing a chunk to a polling worker costs about a microsecond, a few
