@@ -29,6 +29,16 @@ constexpr int64_t kParallelWork = int64_t{1} << 15;
 // Chunks per thread: more than one, so that a worker that starts late (woken from sleep, or
 // descheduled on a shared machine) leaves its share to the others instead of holding them up.
 constexpr int64_t kChunksPerThread = 4;
+// Multiply-adds per chunk of large steps (prefill): about 50 µs of work, so that a worker the OS
+// deschedules while it holds a chunk holds the others up little.
+constexpr int64_t kLargeChunkWork = int64_t{1} << 21;
+
+// Chunks for a step of `work` multiply-adds on `threads` threads (below 2: run it unsplit).
+int64_t chunk_count(int64_t work, int threads) {
+  if (threads < 2) return 1;
+  return std::min(work / kParallelWork,
+                  std::max(threads * kChunksPerThread, work / kLargeChunkWork));
+}
 
 // Every delta attached to `l` has a raw form the fast path can add.
 bool raw_deltas(const LinearImpl& l) {
@@ -85,8 +95,8 @@ void project_weights(std::span<const Product> products, const float* x, int64_t 
       kernels::matvec_rows(wp, in, begin, end, x + r * in, in, std::min(kVectorRows, rows - r),
                            p.y + r * n, n);
   };
-  const int64_t chunks = std::min<int64_t>(threads * kChunksPerThread, work / kParallelWork);
-  if (threads < 2 || chunks < 2) {
+  const int64_t chunks = chunk_count(work, threads);
+  if (chunks < 2) {
     for (const auto& p : products) run(p, 0, p.w().size(0));
     return;
   }
@@ -192,11 +202,10 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
   // Inside another parallel region (a caller's own parallel_for) the forward stays on its thread.
   ForwardThreads threads(at::in_parallel_region() ? 1 : at::get_num_threads());
   const int nt = threads.threads();
-  // Runs fn(begin, end) over [0, tasks) in chunks of at least kParallelWork, `cost` multiply-adds
-  // per task.
+  // Runs fn(begin, end) over [0, tasks) in chunks, `cost` multiply-adds per task.
   auto split = [&](int64_t tasks, int64_t cost, auto&& fn) {
-    const int64_t chunks = std::min({tasks, nt * kChunksPerThread, tasks * cost / kParallelWork});
-    if (nt < 2 || chunks < 2) return fn(int64_t{0}, tasks);
+    const int64_t chunks = std::min(tasks, chunk_count(tasks * cost, nt));
+    if (chunks < 2) return fn(int64_t{0}, tasks);
     parallel_chunks(chunks, [&](int64_t i) { fn(i * tasks / chunks, (i + 1) * tasks / chunks); });
   };
 

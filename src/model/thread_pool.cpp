@@ -67,8 +67,12 @@ class Pool {
     state_ = uint64_t{epoch_} << 32;
     signal();
     const int64_t mine = claim(epoch_, n, fn, ctx);
-    if (done_.fetch_add(mine) + mine < n) {
-      while (!poll([&] { return done_ >= n; })) std::this_thread::yield();
+    if (done_.fetch_add(mine) + mine < n && !poll([&] { return done_ >= n; })) {
+      // A worker holds a chunk but is slow (descheduled on a busy machine): sleep rather than
+      // spin, so that the core is free for it.
+      waiting_ = true;
+      for (int64_t d = done_; d < n; d = done_) done_.wait(d);
+      waiting_ = false;
     }
     // Closed, with no chunk left: late workers' claims fail from here on.
     state_ = uint64_t{epoch_ + 1} << 32 | 0xffffffffu;
@@ -110,7 +114,10 @@ class Pool {
           void* ctx = ctx_;
           const int64_t n = n_;
           // The claims check that `e` is still open, so fn, ctx and n above belong to it.
-          if (const int64_t ran = claim(e, n, fn, ctx)) done_ += ran;
+          if (const int64_t ran = claim(e, n, fn, ctx)) {
+            done_ += ran;
+            if (waiting_) done_.notify_all();
+          }
           seen = e;
         }
         continue;
@@ -131,6 +138,7 @@ class Pool {
   std::atomic<int64_t> n_{0};
   std::atomic<int> active_{0};
   alignas(64) std::atomic<int64_t> done_{0};
+  std::atomic<bool> waiting_{false};  // the caller sleeps on done_
   alignas(64) std::atomic<uint32_t> signal_{0};
   std::atomic<int> sleepers_{0};
 };
