@@ -5,9 +5,13 @@
 
 #include <sys/resource.h>
 
+#include <array>
 #include <fstream>
 #include <functional>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
 
 #include "model/autocast.h"
 #include "model/checkpoint.h"
@@ -15,8 +19,10 @@
 #include "model/generate.h"
 #include "model/io/gguf.h"
 #include "model/io/safetensors.h"
+#include "model/kernels.h"
 #include "model/runtime.h"
 #include "model/sampling.h"
+#include "model/thread_pool.h"
 #include "test_errors.h"
 #include "test_support.h"
 #include "tolerance_tensor.h"
@@ -562,6 +568,123 @@ TEST(FastPath, FallsBackToTheModulePathWhereItCannotRun) {
   EXPECT_NE(fast_forward_refusal(m, ids, nullptr, {}).find("gradients"), std::string::npos);
   auto logits = m.forward(ids);
   EXPECT_TRUE(logits.requires_grad());
+}
+
+// The forward's results do not depend on its thread count: products split by output feature sum
+// each feature the same way on any thread; only OpenBLAS's GEMM may round otherwise.
+TEST(FastPath, LogitsAgreeAtOneAndTwoThreads) {
+  torch::NoGradGuard ng;
+  std::vector<std::pair<std::string, LoadedModel>> models;
+  models.emplace_back("gqa", random_model(reference_cases()[0].config, 5));
+  models.emplace_back("stories260K", load_model(test::stories260k_gguf()));
+  auto wide = LlamaConfig::preset("stories15m");
+  wide.num_hidden_layers = 2;
+  models.emplace_back("15M-shape", random_model(wide, 9));
+  const int prev_threads = torch::get_num_threads();
+  for (auto& [name, lm] : models) {
+    SCOPED_TRACE(name);
+    auto& m = *lm.model;
+    const int64_t V = m.config().vocab_size;
+    // Prefill 12 then 4 decode steps at batch 1; a left-padded batch of 3; a batch-9 prefill
+    // (the GEMM branch) and a batch-9 decode step.
+    auto run = [&](int threads) {
+      torch::set_num_threads(threads);
+      torch::manual_seed(3);
+      std::vector<torch::Tensor> out;
+      auto cache = m.new_cache(4);
+      out.push_back(m.forward(torch::randint(V, {1, 12}), &cache));
+      for (int i = 0; i < 4; ++i)
+        out.push_back(m.forward(torch::randint(V, {1, 1}), &cache, {}, true));
+      auto mask = torch::ones({3, 6}, torch::kInt64);
+      mask[2].narrow(0, 0, 4).fill_(0);
+      auto padded = m.new_cache(4);
+      out.push_back(m.forward(torch::randint(V, {3, 6}), &padded, mask));
+      auto wide_cache = m.new_cache(4);
+      out.push_back(m.forward(torch::randint(V, {9, 20}), &wide_cache, {}, true));
+      out.push_back(m.forward(torch::randint(V, {9, 1}), &wide_cache));
+      return out;
+    };
+    const auto one = run(1), two = run(2);
+    ASSERT_EQ(one.size(), two.size());
+    for (size_t i = 0; i < one.size(); ++i) EXPECT_LT(rel_diff(two[i], one[i]), 1e-5) << i;
+  }
+  torch::set_num_threads(prev_threads);
+}
+
+// The many-row kernel on shapes with every kind of remainder (input length not a multiple of 16,
+// output features not of 4, input rows not of 4 or 16), whole and split at a 4-row boundary as
+// the threads split it.
+TEST(Kernels, MatmulRowsMatchesFloat64OnRaggedShapes) {
+  if (!kernels::has_matmul()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  torch::manual_seed(2);
+  for (auto [in, out, rows] :
+       {std::array<int64_t, 3>{37, 13, 11}, {16, 4, 4}, {288, 10, 17}, {5, 7, 3}, {768, 8, 20}}) {
+    SCOPED_TRACE(std::to_string(in) + "x" + std::to_string(out) + " rows " + std::to_string(rows));
+    auto w = torch::randn({out, in}), x = torch::randn({rows, in});
+    auto ref = torch::matmul(x.to(torch::kFloat64), w.to(torch::kFloat64).t());
+    auto whole = torch::zeros({rows, out}), split = torch::zeros({rows, out});
+    std::vector<float> packed(static_cast<size_t>(kernels::packed_size(rows, in)));
+    kernels::pack_rows(x.data_ptr<float>(), in, rows, in, packed.data());
+    kernels::matmul_rows(w.data_ptr<float>(), in, 0, out, packed.data(), rows,
+                         whole.data_ptr<float>(), out);
+    const int64_t cut = out > 4 ? 4 : out;
+    kernels::matmul_rows(w.data_ptr<float>(), in, 0, cut, packed.data(), rows,
+                         split.data_ptr<float>(), out);
+    kernels::matmul_rows(w.data_ptr<float>(), in, cut, out, packed.data(), rows,
+                         split.data_ptr<float>(), out);
+    EXPECT_LT(max_diff(whole, ref), 1e-4 * std::sqrt(static_cast<double>(in)));
+    EXPECT_TRUE(torch::equal(whole, split));
+  }
+}
+
+TEST(ThreadPool, EveryChunkRunsOnceOnAtMostTheThreadsAsked) {
+  // Outside a forward: on the caller alone.
+  std::vector<int> ran(10, 0);
+  parallel_chunks(10, [&](int64_t i) { ++ran[static_cast<size_t>(i)]; });
+  EXPECT_EQ(ran, std::vector<int>(10, 1));
+
+  std::mutex mu;
+  std::set<std::thread::id> seen;
+  {
+    ForwardThreads threads(2);
+    ASSERT_EQ(threads.threads(), 2);
+    for (int job = 0; job < 2000; ++job) {
+      const int64_t n = 1 + job % 37;
+      std::vector<std::atomic<int>> count(static_cast<size_t>(n));
+      parallel_chunks(n, [&](int64_t i) {
+        ++count[static_cast<size_t>(i)];
+        if (i == 0 || i == n - 1) {
+          std::lock_guard lock(mu);
+          seen.insert(std::this_thread::get_id());
+        }
+      });
+      for (const auto& c : count) ASSERT_EQ(c.load(), 1) << "job " << job;
+      if (job % 500 == 0) rest_forward_threads();  // the next job wakes the workers again
+    }
+    // A nested forward, or another thread's forward meanwhile, runs on its own caller.
+    ForwardThreads nested(2);
+    EXPECT_EQ(nested.threads(), 1);
+    std::thread other([] {
+      ForwardThreads mine(2);
+      EXPECT_EQ(mine.threads(), 1);
+      int64_t sum = 0;
+      parallel_chunks(5, [&](int64_t i) { sum += i; });
+      EXPECT_EQ(sum, 10);
+    });
+    other.join();
+  }
+  EXPECT_LE(seen.size(), 2u);  // never more threads than asked
+
+  // Between forwards the workers sleep: the process uses (next to) no CPU while idle.
+  auto cpu_ms = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e3 +
+           (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e3;
+  };
+  const double before = cpu_ms();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_LT(cpu_ms() - before, 30.0);
 }
 
 TEST(Runtime, OpenblasCoretypeChoice) {

@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "model/kernels.h"
 #include "model/llama.h"
+#include "model/thread_pool.h"
 #include "util/error.h"
 
 namespace drafteu {
@@ -17,12 +19,26 @@ namespace {
 
 // Rows the matrix-vector kernel takes at once (the weights are streamed once per block).
 constexpr int64_t kVectorRows = 8;
-// Multiply-adds from which many-row projections go to BLAS GEMM: below it the matrix-vector
-// kernel is faster (a GEMM call's packing and thread start-up dominate small products).
+// Multiply-adds from which many-row projections go to a GEMM (kernels::matmul_rows or BLAS):
+// below it the matrix-vector kernel is faster (packing the inputs dominates small products).
 constexpr int64_t kGemmWork = int64_t{1} << 22;
-// Multiply-adds below which a kernel runs on the calling thread: waking a second thread costs
-// more than it saves on smaller work (stories260K never splits; a 15M model splits its lm_head).
-constexpr int64_t kParallelWork = int64_t{1} << 18;
+// Multiply-adds below which a step runs on the calling thread alone, and the least work of one
+// chunk when it is split: handing a chunk to a polling worker costs about a microsecond, a few
+// times what stories260K's products take (it never splits; a 15M model splits every product).
+constexpr int64_t kParallelWork = int64_t{1} << 15;
+// Chunks per thread: more than one, so that a worker that starts late (woken from sleep, or
+// descheduled on a shared machine) leaves its share to the others instead of holding them up.
+constexpr int64_t kChunksPerThread = 4;
+// Multiply-adds per chunk of large steps (prefill): about 50 µs of work, so that a worker the OS
+// deschedules while it holds a chunk holds the others up little.
+constexpr int64_t kLargeChunkWork = int64_t{1} << 21;
+
+// Chunks for a step of `work` multiply-adds on `threads` threads (below 2: run it unsplit).
+int64_t chunk_count(int64_t work, int threads) {
+  if (threads < 2) return 1;
+  return std::min(work / kParallelWork,
+                  std::max(threads * kChunksPerThread, work / kLargeChunkWork));
+}
 
 // Every delta attached to `l` has a raw form the fast path can add.
 bool raw_deltas(const LinearImpl& l) {
@@ -31,31 +47,81 @@ bool raw_deltas(const LinearImpl& l) {
   return true;
 }
 
-// y [rows, out] = x [rows, in] · wᵀ.
-void project(const torch::Tensor& w, const float* x, int64_t rows, float* y) {
-  const int64_t out = w.size(0), in = w.size(1), work = out * in * rows;
-  if (rows > kVectorRows && work >= kGemmWork) {
-    auto xt = torch::from_blob(const_cast<float*>(x), {rows, in});
-    auto yt = torch::from_blob(y, {rows, out});
-    at::mm_out(yt, xt, w.t());
-    return;
-  }
-  const float* wp = w.data_ptr<float>();
-  auto run = [&](int64_t begin, int64_t end) {
-    for (int64_t r = 0; r < rows; r += kVectorRows)
-      kernels::matvec_rows(wp, in, begin, end, x + r * in, in, std::min(kVectorRows, rows - r),
-                           y + r * out, out);
-  };
-  if (work < kParallelWork || at::get_num_threads() < 2)
-    run(0, out);
-  else
-    at::parallel_for(0, out, 64, run);
+// One product y [rows, out] = x [rows, in] · wᵀ of a step that runs several (q, k and v share
+// their input, as do gate and up).
+struct Product {
+  const torch::Tensor* weight;  // a linear's, or the embedding for a tied lm_head
+  float* y;
+  const LinearImpl* linear = nullptr;  // its deltas, if any
+  const torch::Tensor& w() const { return *weight; }
+};
+Product product(const LinearImpl& l, float* y) {
+  return {&l.weight, y, &l};
 }
 
-// The base weight once for all rows, then each attached delta's term.
-void project(const LinearImpl& l, const float* x, int64_t rows, float* y) {
-  project(l.weight, x, rows, y);
-  for (const auto& d : l.deltas()) d->add_raw(x, rows, y);
+// Runs the products of one step, splitting their output features over the forward's threads.
+void project_weights(std::span<const Product> products, const float* x, int64_t rows, int threads) {
+  const int64_t in = products[0].w().size(1);
+  int64_t out = 0;
+  for (const auto& p : products) out += p.w().size(0);
+  const int64_t work = out * in * rows;
+  const bool many = rows > kVectorRows && work >= kGemmWork;
+  // One thread: OpenBLAS's packed GEMM is a little faster than kernels::matmul_rows on the 110M
+  // shape (240 against 256 ms of CPU for a 128-token prefill). Two or more: matmul_rows split
+  // over the workers scales where OpenBLAS's OpenMP threads barely do on products this small
+  // (15M prefill: 5.1k tok/s at one thread, 5.4k at two).
+  if (many && (threads < 2 || !kernels::has_matmul())) {
+    rest_forward_threads();  // OpenBLAS brings its own threads
+    auto xt = torch::from_blob(const_cast<float*>(x), {rows, in});
+    for (const auto& p : products) {
+      auto yt = torch::from_blob(p.y, {rows, p.w().size(0)});
+      at::mm_out(yt, xt, p.w().t());
+    }
+    return;
+  }
+  thread_local std::vector<float> pack_buffer;  // the caller's; workers read it through xp
+  const float* xp = nullptr;
+  if (many) {
+    pack_buffer.resize(static_cast<size_t>(kernels::packed_size(rows, in)));
+    kernels::pack_rows(x, in, rows, in, pack_buffer.data());
+    xp = pack_buffer.data();
+  }
+  // Output features [begin, end) of one product.
+  auto run = [&](const Product& p, int64_t begin, int64_t end) {
+    const int64_t n = p.w().size(0);
+    const float* wp = p.w().data_ptr<float>();
+    if (many) return kernels::matmul_rows(wp, in, begin, end, xp, rows, p.y, n);
+    for (int64_t r = 0; r < rows; r += kVectorRows)
+      kernels::matvec_rows(wp, in, begin, end, x + r * in, in, std::min(kVectorRows, rows - r),
+                           p.y + r * n, n);
+  };
+  const int64_t chunks = chunk_count(work, threads);
+  if (chunks < 2) {
+    for (const auto& p : products) run(p, 0, p.w().size(0));
+    return;
+  }
+  // Chunks of `step` features, whole 4-row groups from each product's first feature: the kernels
+  // sum a feature the same way whichever chunk holds it, so the result does not depend on the
+  // thread count. first[j]: product j's first chunk.
+  const int64_t step = (out / chunks + 3) / 4 * 4;
+  int64_t first[4] = {0};
+  if (products.size() > 3) fail("fast_forward: more than three products in one step");
+  for (size_t j = 0; j < products.size(); ++j)
+    first[j + 1] = first[j] + (products[j].w().size(0) + step - 1) / step;
+  parallel_chunks(first[products.size()], [&](int64_t c) {
+    size_t j = 0;
+    while (c >= first[j + 1]) ++j;
+    const int64_t b = (c - first[j]) * step;
+    run(products[j], b, std::min(products[j].w().size(0), b + step));
+  });
+}
+
+// The base weights once for all rows, then each attached delta's term.
+void project_step(std::span<const Product> products, const float* x, int64_t rows, int threads) {
+  project_weights(products, x, rows, threads);
+  for (const auto& p : products)
+    if (p.linear)
+      for (const auto& d : p.linear->deltas()) d->add_raw(x, rows, p.y);
 }
 
 std::atomic<bool> g_enabled{true};
@@ -133,6 +199,16 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
   const float eps = static_cast<float>(c.rms_norm_eps);
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
 
+  // Inside another parallel region (a caller's own parallel_for) the forward stays on its thread.
+  ForwardThreads threads(at::in_parallel_region() ? 1 : at::get_num_threads());
+  const int nt = threads.threads();
+  // Runs fn(begin, end) over [0, tasks) in chunks, `cost` multiply-adds per task.
+  auto split = [&](int64_t tasks, int64_t cost, auto&& fn) {
+    const int64_t chunks = std::min(tasks, chunk_count(tasks * cost, nt));
+    if (chunks < 2) return fn(int64_t{0}, tasks);
+    parallel_chunks(chunks, [&](int64_t i) { fn(i * tasks / chunks, (i + 1) * tasks / chunks); });
+  };
+
   KVCache scratch_cache(c.num_hidden_layers, T);
   KVCache& kv = cache ? *cache : scratch_cache;
   const int64_t past = kv.length(), S = past + T;
@@ -205,9 +281,8 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
     const auto& layer = *model.backbone->layer_list[static_cast<size_t>(l)];
     const auto& A = *layer.self_attn;
     norm_rows(layer.input_layernorm->weight.data_ptr<float>());
-    project(*A.q_proj, xn, rows, q);
-    project(*A.k_proj, xn, rows, k);
-    project(*A.v_proj, xn, rows, v);
+    const Product qkv[] = {product(*A.q_proj, q), product(*A.k_proj, k), product(*A.v_proj, v)};
+    project_step(qkv, xn, rows, nt);
     // The cache holds one row per (member, sequence): rows / T of them, member-major.
     auto [kbuf, vbuf] = kv.reserve(l, rows / T, Hkv, T, hd, embed.options());
     const int64_t cap = kbuf.size(2);
@@ -226,35 +301,38 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
         std::copy(v + (r * Hkv + g) * hd, v + (r * Hkv + g + 1) * hd, Vc + at);
       }
     }
-    // Attention, one (member, sequence, token) row per task: causal over the sequence's real
-    // keys, which every member shares.
-    auto attend_rows = [&](int64_t begin, int64_t end) {
-      std::vector<float> scores(static_cast<size_t>(S));
-      std::vector<uint8_t> allowed(static_cast<size_t>(S));
-      for (int64_t r = begin; r < end; ++r) {
+    // Attention over (member, sequence, token) rows × heads: causal over the sequence's real
+    // keys, which every member shares. Tasks [begin, end) of rows·H, row-major.
+    auto attend_tasks = [&](int64_t begin, int64_t end) {
+      thread_local std::vector<float> scores;
+      thread_local std::vector<uint8_t> allowed;
+      scores.resize(static_cast<size_t>(S));
+      allowed.resize(static_cast<size_t>(S));
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t r = task / H, h = task % H;
         const int64_t n = r / T, j = r % T, b = (r % R) / T;
-        for (int64_t s = 0; s < S; ++s)
-          allowed[static_cast<size_t>(s)] = keys[static_cast<size_t>(b * S + s)] && s <= past + j;
-        for (int64_t h = 0; h < H; ++h) {
-          const int64_t g = h / groups, base = (n * Hkv + g) * cap * hd;
-          kernels::attend(q + (r * H + h) * hd, Kc + base, Vc + base, allowed.data(), S, hd, scale,
-                          scores.data(), att + (r * H + h) * hd);
-        }
+        if (task == begin || h == 0)
+          for (int64_t s = 0; s < S; ++s)
+            allowed[static_cast<size_t>(s)] = keys[static_cast<size_t>(b * S + s)] && s <= past + j;
+        const int64_t g = h / groups, base = (n * Hkv + g) * cap * hd;
+        kernels::attend(q + (r * H + h) * hd, Kc + base, Vc + base, allowed.data(), S, hd, scale,
+                        scores.data(), att + (r * H + h) * hd);
       }
     };
-    if (rows * S * H * hd < kParallelWork || rows < 2)
-      attend_rows(0, rows);
-    else
-      at::parallel_for(0, rows, 1, attend_rows);
-    project(*A.o_proj, att, rows, xn);
+    split(rows * H, S * hd, attend_tasks);
+    const Product o = product(*A.o_proj, xn);
+    project_step({&o, 1}, att, rows, nt);
     add_into(x, xn, rows * D);
 
     const auto& M = *layer.mlp;
     norm_rows(layer.post_attention_layernorm->weight.data_ptr<float>());
-    project(*M.gate_proj, xn, rows, gate);
-    project(*M.up_proj, xn, rows, up);
-    kernels::silu_mul(gate, up, rows * F);
-    project(*M.down_proj, gate, rows, xn);
+    const Product gate_up[] = {product(*M.gate_proj, gate), product(*M.up_proj, up)};
+    project_step(gate_up, xn, rows, nt);
+    split(rows, F * 8, [&](int64_t begin, int64_t end) {  // exp: about 8 multiply-adds' time
+      kernels::silu_mul(gate + begin * F, up + begin * F, (end - begin) * F);
+    });
+    const Product down = product(*M.down_proj, xn);
+    project_step({&down, 1}, gate, rows, nt);
     add_into(x, xn, rows * D);
   }
   if (cache) cache->commit(new_mask);
@@ -269,10 +347,9 @@ torch::Tensor fast_forward(const LlamaForCausalLMImpl& model, const torch::Tenso
                         xn + (n * Tout + j) * D);
     }
   auto logits = torch::empty({N, Tout, V}, torch::kFloat32);
-  if (model.lm_head)
-    project(*model.lm_head, xn, N * Tout, logits.data_ptr<float>());
-  else
-    project(embed, xn, N * Tout, logits.data_ptr<float>());
+  const Product head = model.lm_head ? product(*model.lm_head, logits.data_ptr<float>())
+                                     : Product{&embed, logits.data_ptr<float>()};
+  project_step({&head, 1}, xn, N * Tout, nt);
   return logits;
 }
 

@@ -13,6 +13,16 @@ namespace drafteu::kernels {
 void matvec_rows(const float* w, int64_t in, int64_t row_begin, int64_t row_end, const float* x,
                  int64_t x_stride, int64_t rows, float* y, int64_t y_stride);
 
+// The same product for many input rows (kernels_matmul): register-blocked for AVX-512, where it
+// outpaces the matrix-vector kernel and, split over threads, OpenBLAS's threads on small
+// products. Only where has_matmul(); elsewhere the caller uses BLAS. The input rows are packed
+// first (pack_rows, packed_size floats), once for every product and thread that reads them.
+bool has_matmul();
+int64_t packed_size(int64_t rows, int64_t in);
+void pack_rows(const float* x, int64_t x_stride, int64_t rows, int64_t in, float* packed);
+void matmul_rows(const float* w, int64_t in, int64_t row_begin, int64_t row_end,
+                 const float* packed, int64_t rows, float* y, int64_t y_stride);
+
 float dot(const float* a, const float* b, int64_t n);
 void axpy(float a, const float* x, float* y, int64_t n);  // y += a * x
 
