@@ -15,6 +15,14 @@
 // --pair=DIR adds a trained pair: DIR/target and DIR/draft as `drafteu testbed` writes them (the
 // draft distilled from the target), prompted with DIR/test.jsonl's questions in the testbed's
 // format and stopped at EOS: the setup where speculative decoding should pay.
+// --distill-draft=STEPS adds "stories110m-distilled": the random 110M target with a draft (hidden
+// 128, 2 layers, same 32k vocabulary) distilled from it by eval::pretrain's forward KL on the
+// target's logits over sequences the target itself samples (temperature 1, seeded, the bench's
+// prompt). The draft is cached under --distill-cache=DIR (default: cache/ beside this binary) in a
+// directory keyed by its settings and checked against the target's weights, so a rerun reuses it.
+// --distill-hidden=H sets the draft's width (default 128). Distillation runs on
+// --distill-threads=N (default 2); the decode cost of a draft step against a
+// target step is printed.
 // Sampling at temperature 1.
 // Printed at the end: specK_unc / specK and / spec1 (goal <= 1.10), specK_unc / tokur (goal
 // <= 0.33), acceptance rates and the uncertainty time fraction the decoder measured itself.
@@ -36,11 +44,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eval/testbed_models.h"
 #include "family/lora.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
 #include "model/checkpoint.h"
 #include "model/generate.h"
+#include "model/generate_batch.h"
 #include "model/runtime.h"
 #include "model/tokenizer/tokenizer.h"
 #include "serve/speculative.h"
@@ -123,6 +133,132 @@ void add_pair(const fs::path& dir) {
   for (auto id : tok.eos_ids()) s.stop_ids.push_back(id);
 }
 
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The draft --distill-draft builds: its shape and the distillation data, all in the cache key.
+struct DistillSettings {
+  eval::ModelShape shape{128, 384, 2, 4, 4};
+  int64_t steps = 0, sequences = 256, length = 48, batch = 8;
+  double lr = 3e-3;
+  uint64_t seed = 1;
+  int threads = 2;
+  fs::path cache;
+  std::string key() const {
+    char buf[160];
+    std::snprintf(buf, sizeof buf,
+                  "distilled-r110m-h%lld-i%lld-l%lld-n%lld-t%lld-b%lld-s%lld-lr%g-seed%llu",
+                  static_cast<long long>(shape.hidden), static_cast<long long>(shape.intermediate),
+                  static_cast<long long>(shape.layers), static_cast<long long>(sequences),
+                  static_cast<long long>(length), static_cast<long long>(batch),
+                  static_cast<long long>(steps), lr, static_cast<unsigned long long>(seed));
+    return buf;
+  }
+};
+
+// A few numbers that change when the target's weights do (a cached draft of another target is
+// rebuilt rather than reused).
+std::string fingerprint(LlamaForCausalLMImpl& m) {
+  torch::NoGradGuard ng;
+  double a = 0, b = 0;
+  for (auto& p : m.parameters()) {
+    a += p.sum().item<double>();
+    b += p.abs().sum().item<double>();
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6e/%.6e", a, b);
+  return buf;
+}
+
+// Distils (or loads from the cache) a small draft of `target`: the target samples `sequences`
+// continuations of `prompt` (seeded, temperature 1), then eval::pretrain trains the draft on the
+// forward KL to the target's logits at the sampled tokens.
+LlamaForCausalLM distilled_draft(LlamaForCausalLM target, const std::vector<int64_t>& prompt,
+                                 const DistillSettings& d) {
+  const fs::path dir = d.cache / d.key();
+  const std::string print = fingerprint(*target);
+  if (fs::exists(dir / "distill.json")) {
+    std::ifstream in(dir / "distill.json");
+    const auto info = nlohmann::json::parse(in);
+    if (info.value("target", std::string()) == print) {
+      std::printf("distilled draft: cached %s (distilled in %.1f s)\n", dir.c_str(),
+                  info.value("seconds", 0.0));
+      return load_model(dir).model;
+    }
+    std::printf("distilled draft: %s is of another target, rebuilding\n", dir.c_str());
+  }
+  const int saved_threads = torch::get_num_threads();
+  torch::set_num_threads(std::max(1, d.threads));
+  const double t0 = now();
+  target->eval();
+  BatchGenerateOptions g;
+  g.max_new_tokens = d.length;
+  std::vector<std::vector<int64_t>> seqs;
+  constexpr int64_t kChunk = 64;  // rows sampled together (one shared KV cache)
+  for (int64_t start = 0; start < d.sequences; start += kChunk) {
+    const int64_t n = std::min(kChunk, d.sequences - start);
+    std::vector<std::vector<int64_t>> prompts(static_cast<size_t>(n), prompt);
+    std::vector<uint64_t> seeds;
+    for (int64_t i = 0; i < n; ++i) seeds.push_back(1000 + static_cast<uint64_t>(start + i));
+    torch::NoGradGuard ng;
+    auto out = generate_batch(*target, prompts, seeds, g);
+    for (auto& o : out) {
+      seqs.push_back(prompt);
+      seqs.back().insert(seqs.back().end(), o.begin(), o.end());
+    }
+  }
+  const double t_sample = now() - t0;
+  std::printf("distilled draft: sampled %lld sequences of %lld tokens from the target in %.1f s\n",
+              static_cast<long long>(d.sequences), static_cast<long long>(d.length), t_sample);
+  const auto& tc = target->config();
+  auto config = eval::testbed_config(d.shape, tc.vocab_size, tc.max_position_embeddings);
+  auto draft = eval::init_model(config, d.seed);
+  eval::PretrainOptions o;
+  o.steps = d.steps, o.batch_size = d.batch, o.lr = d.lr, o.seed = d.seed;
+  o.warmup = std::min<int64_t>(20, d.steps / 10);
+  o.log_every = std::max<int64_t>(1, d.steps / 10);
+  o.answer_only = false;
+  // The loss counts the sampled tokens (the prompt is the same in every sequence).
+  const std::vector<size_t> loss_from(seqs.size(), prompt.size());
+  auto stats = eval::pretrain(*draft, seqs, o, &std::cout, "distill", loss_from,
+                              eval::PretrainTeacher{target.get()});
+  const double seconds = now() - t0;
+  torch::set_num_threads(saved_threads);
+  std::printf("distilled draft: %lld steps in %.1f s (KL %.4f -> %.4f); total %.1f s\n",
+              static_cast<long long>(d.steps), stats.seconds, stats.losses.front(),
+              stats.losses.back(), seconds);
+  LoadedModel m;
+  m.model = draft;
+  m.generation.bos_token_id = 1;
+  m.generation.eos_token_ids = {2};
+  const fs::path tmp = d.cache / (d.key() + ".tmp");
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  save_hf_model(m, tmp);
+  nlohmann::json info = {{"target", print},
+                         {"seconds", seconds},
+                         {"sample_seconds", t_sample},
+                         {"train_seconds", stats.seconds},
+                         {"kl_first", stats.losses.front()},
+                         {"kl_last", stats.losses.back()}};
+  std::ofstream(tmp / "distill.json") << info.dump(2) << "\n";
+  fs::remove_all(dir);
+  fs::rename(tmp, dir);
+  return draft;
+}
+
+// Per-token decode time of `m` alone (plain sampling, after a warm-up run).
+double decode_ms(LlamaForCausalLMImpl& m, const std::vector<int64_t>& prompt, int64_t tokens) {
+  GenerateOptions o;
+  o.max_new_tokens = 8;
+  generate(m, prompt, o);
+  o.max_new_tokens = tokens;
+  const double t0 = now();
+  const auto n = generate(m, prompt, o).size();
+  return 1e3 * (now() - t0) / static_cast<double>(std::max<size_t>(n, 1));
+}
+
 void record(benchmark::State& state, const std::string& key, double seconds, int64_t tokens,
             double acceptance = 0, double unc = 0) {
   Measured m{seconds / static_cast<double>(tokens), acceptance, unc};
@@ -130,10 +266,6 @@ void record(benchmark::State& state, const std::string& key, double seconds, int
   state.counters["ms_per_token"] = 1e3 * m.s_per_token;
   if (acceptance > 0) state.counters["acceptance"] = acceptance;
   if (unc > 0) state.counters["unc_fraction"] = unc;
-}
-
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 void bm_plain(benchmark::State& state, Setup* s) {
@@ -237,6 +369,8 @@ int main(int argc, char** argv) {
   ensure_blas_kernels(argv);  // OpenBLAS's right kernels for this CPU (model/runtime)
   int threads = 1;
   std::string pair;
+  DistillSettings distill;
+  distill.cache = fs::absolute(argv[0]).parent_path() / "cache";
   if (const char* t = std::getenv("DRAFTEU_THREADS")) threads = std::atoi(t);
   std::vector<char*> rest;
   for (int i = 0; i < argc; ++i) {
@@ -251,6 +385,15 @@ int main(int argc, char** argv) {
       pair = a.substr(7);
     else if (a.rfind("--gamma-schedule=", 0) == 0)
       g_schedule = a.substr(17);
+    else if (a.rfind("--distill-draft=", 0) == 0)
+      distill.steps = std::stoll(a.substr(16));
+    else if (a.rfind("--distill-cache=", 0) == 0)
+      distill.cache = a.substr(16);
+    else if (a.rfind("--distill-hidden=", 0) == 0) {
+      const int64_t h = std::stoll(a.substr(17));  // 2 layers, 3h-wide MLP, 32-wide heads
+      distill.shape = {h, 3 * h, 2, h / 32, h / 32};
+    } else if (a.rfind("--distill-threads=", 0) == 0)
+      distill.threads = std::stoi(a.substr(18));
     else
       rest.push_back(argv[i]);
   }
@@ -281,8 +424,18 @@ int main(int argc, char** argv) {
   torch::manual_seed(0);
   LlamaForCausalLM huge(LlamaConfig::preset("stories110m"));
   LlamaForCausalLM small2(small_cfg);
-  add_setup("stories110m-random", huge, small2);
+  const auto huge_prompt = add_setup("stories110m-random", huge, small2).prompts.front();
   if (!pair.empty()) add_pair(pair);
+  if (distill.steps > 0) {
+    auto draft = distilled_draft(huge, huge_prompt, distill);
+    auto& s = add_setup("stories110m-distilled", huge, draft);
+    const double dm = decode_ms(*s.draft, huge_prompt, 64);
+    const double tm = decode_ms(*s.target, huge_prompt, 16);
+    std::printf(
+        "distilled draft: decode %.3f ms/token, target %.3f ms/token, draft/target cost %.3f "
+        "(%d thread(s))\n",
+        dm, tm, dm / tm, torch::get_num_threads());
+  }
 
   for (auto& s : g_setups) {
     auto reg = [&](const std::string& name, auto fn) {
@@ -313,6 +466,7 @@ int main(int argc, char** argv) {
       static_cast<long long>(kK));
   for (auto& s : g_setups) {
     const std::string n = s->name + "/";
+    if (!g_results.count(n + "plain")) continue;  // filtered out
     std::printf("%s: ms/token plain %.3f spec1 %.3f specK %.3f specK_unc %.3f tokur %.3f\n",
                 s->name.c_str(), 1e3 * g_results[n + "plain"].s_per_token,
                 1e3 * g_results[n + "spec1"].s_per_token, 1e3 * g_results[n + "specK"].s_per_token,
@@ -334,6 +488,8 @@ int main(int argc, char** argv) {
         g_results[n + "spec1"].acceptance, g_results[n + "specK"].acceptance,
         g_results[n + "specK_unc"].unc_fraction,
         serve::SpeculativeDecoder(s->target, s->draftsK).draft_cost_ratio());
+    std::printf("  speedup plain/specK_unc %.3f at specK_unc acceptance %.3f\n",
+                ratio(n + "plain", n + "specK_unc"), g_results[n + "specK_unc"].acceptance);
   }
   return 0;
 }

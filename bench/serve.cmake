@@ -1,1 +1,1 @@
-drafteu_bench(bench_serve DEPS drafteu_serve)
+drafteu_bench(bench_serve DEPS drafteu_serve drafteu_eval)
