@@ -476,23 +476,30 @@ TEST(BpeTrainer, TokenizerRoundTripsTheCorpus) {
   EXPECT_EQ(train_bpe_vocab(train, o).tokens, v.tokens);
 }
 
-TEST(TestbedModels, PretrainingLowersTheLossAndTheTestbedIsCached) {
-  torch::set_num_threads(2);
+// A testbed small enough for a unit test: `problems` training problems, a target and a draft of
+// the given shapes trained for the given steps, silent.
+TestbedOptions small_testbed(size_t problems, size_t test, int64_t vocab, ModelShape target,
+                             int64_t target_steps, ModelShape draft, int64_t draft_steps) {
   TestbedOptions o;
-  o.n_train = 120;
-  o.n_test = 8;
-  o.eval_problems = 8;
-  o.bpe.vocab_size = 384;
-  o.target_shape = {32, 64, 1, 2, 2};
-  o.target_train.steps = 40;
+  o.n_train = problems;
+  o.n_test = o.eval_problems = test;
+  o.bpe.vocab_size = static_cast<int>(vocab);
+  o.target_shape = target;
+  o.target_train.steps = target_steps;
   o.target_train.batch_size = 8;
-  o.target_train.warmup = 5;
+  o.target_train.warmup = std::min<int64_t>(5, target_steps / 4);
   o.target_train.log_every = 0;
-  o.drafts[0].shape = {16, 32, 1, 2, 2};
-  o.drafts[0].train.steps = 4;
+  o.drafts[0].shape = draft;
+  o.drafts[0].train.steps = draft_steps;
   o.drafts[0].train.batch_size = 4;
   o.drafts[0].train.warmup = 1;
   o.drafts[0].train.log_every = 0;
+  return o;
+}
+
+TEST(TestbedModels, PretrainingLowersTheLossAndTheTestbedIsCached) {
+  torch::set_num_threads(2);
+  const TestbedOptions o = small_testbed(120, 8, 384, {32, 64, 1, 2, 2}, 40, {16, 32, 1, 2, 2}, 4);
   const auto cache = test::scratch_dir("eval_testbed_cache");
   const auto tb = build_testbed(o, cache);
   EXPECT_FALSE(tb.from_cache);
@@ -528,23 +535,9 @@ TEST(TestbedModels, PretrainingLowersTheLossAndTheTestbedIsCached) {
 // name.
 TEST(TestbedModels, PrunedDraftStartsFromTheTargetsOuterLayers) {
   torch::set_num_threads(2);
-  TestbedOptions o;
-  o.n_train = 60;
-  o.n_test = 4;
-  o.eval_problems = 4;
-  o.bpe.vocab_size = 320;
-  o.target_shape = {32, 64, 3, 2, 2};
-  o.target_train.steps = 6;
-  o.target_train.batch_size = 4;
-  o.target_train.warmup = 1;
-  o.target_train.log_every = 0;
-  o.drafts[0].shape = {32, 64, 2, 2, 2};
+  TestbedOptions o = small_testbed(60, 4, 320, {32, 64, 3, 2, 2}, 6, {32, 64, 2, 2, 2}, 1);
   o.drafts[0].init_from_target = true;
-  o.drafts[0].train.steps = 1;
-  o.drafts[0].train.batch_size = 2;
-  o.drafts[0].train.warmup = 1;
   o.drafts[0].train.lr = 1e-12;  // one step that moves nothing measurable
-  o.drafts[0].train.log_every = 0;
   const auto cache = test::scratch_dir("eval_testbed_pruned");
   const auto tb = build_testbed(o, cache);
   EXPECT_TRUE(tb.info.at("drafts").at(0).at("pruned_from_target").get<bool>());
