@@ -42,7 +42,8 @@ json patch_for(const std::string& name) {
           {"draft_hidden", 32},
           {"draft_layers", 1},
           {"draft_steps", 20},
-          {"draft_init", "random"}}},
+          {"draft_init", "random"},
+          {"draft_lr", 6e-3}}},
         {"data", {{"prompts", 12}, {"max_new_tokens", 48}}},
         {"train",
          {{"proxy_steps", 3}, {"draft_steps", 2}, {"baseline_steps", 2}, {"batch_size", 2}}},
@@ -117,6 +118,7 @@ TestbedOptions TestbedSection::options() const {
   tb.target_train.warmup = std::min<int64_t>(50, target_steps / 10);
   tb.drafts[0].shape = {draft_hidden, ffn(draft_hidden), draft_layers, 4, 4};
   tb.drafts[0].train.steps = draft_steps;
+  tb.drafts[0].train.lr = draft_lr;
   tb.drafts[0].train.batch_size = batch_size;
   tb.drafts[0].train.warmup = std::min<int64_t>(50, draft_steps / 10);
   tb.drafts[0].distill_from_target = draft_distill;
@@ -143,6 +145,7 @@ config::Fields<TestbedSection> testbed_section_fields() {
       .field("draft_hidden", &T::draft_hidden, size_check())
       .field("draft_layers", &T::draft_layers, size_check())
       .field("draft_steps", &T::draft_steps, size_check())
+      .field("draft_lr", &T::draft_lr, config::in_range(0.0, 1.0))
       .field("draft_distill", &T::draft_distill)
       .field("draft_init", &T::draft_init, config::one_of({"random", "target_layers"}))
       .field("batch_size", &T::batch_size, size_check())
