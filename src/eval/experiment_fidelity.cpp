@@ -62,11 +62,8 @@ std::vector<double> pooled_scores(TokenScorer& scorer, const std::vector<Answer>
                                   std::vector<std::vector<double>>* jsd_per_answer = nullptr) {
   std::vector<double> pooled;
   for (const auto& a : answers) {
-    std::vector<double> v, jsd;
-    for (const auto& t : scorer.score(a.prompt, a.response)) {
-      v.push_back((field == EuField::True ? t.eu_true : t.eu_hat).value_or(std::nan("")));
-      jsd.push_back(t.jsd.value_or(std::nan("")));
-    }
+    std::vector<double> jsd;
+    auto v = score_answer(scorer, a, field, &jsd);
     pooled.insert(pooled.end(), v.begin(), v.end());
     if (per_answer) per_answer->push_back(std::move(v));
     if (jsd_per_answer) jsd_per_answer->push_back(std::move(jsd));

@@ -175,11 +175,13 @@ std::vector<Answer> MethodModels::sample_answers(int64_t n, uint64_t seed) {
   return out;
 }
 
-std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField field) {
+std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField field,
+                                 std::vector<double>* jsd) {
   std::vector<double> v;
   for (const auto& t : scorer.score(a.prompt, a.response)) {
     const auto& x = field == EuField::True ? t.eu_true : t.eu_hat;
     v.push_back(x.value_or(std::nan("")));
+    if (jsd) jsd->push_back(t.jsd.value_or(std::nan("")));
   }
   return v;
 }

@@ -69,7 +69,9 @@ class MethodModels {
 
 // Per-token values of one ScoredToken field over an answer's response.
 enum class EuField { True, Hat };
-std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField field);
+// Per-token `field` of the answer's response; `jsd` (optional) receives the drafts' JSD beside it.
+std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField field,
+                                 std::vector<double>* jsd = nullptr);
 
 // j[name + "_mean"], j[name + "_std"] over the runs where the value is finite (sample std).
 void put_mean_std(nlohmann::json& j, const std::string& name, const std::vector<double>& v);
