@@ -15,6 +15,12 @@
 // --pair=DIR adds a trained pair: DIR/target and DIR/draft as `drafteu testbed` writes them (the
 // draft distilled from the target), prompted with DIR/test.jsonl's questions in the testbed's
 // format and stopped at EOS: the setup where speculative decoding should pay.
+// --pair-widen=H (with --pair) adds "pair-wide": DIR's target grown to hidden size H by
+// eval::widen_llama (function-preserving: zero writes into the new residual dims, dense random
+// reads, rescaled norms), so it computes the trained target's distribution at a memory-bound
+// size (H 1536 on the 96-wide testbed target: ~87M parameters) and DIR's draft stays a trained
+// draft of it. H must be a multiple of the target's head_dim. Run only it with
+// --benchmark_filter=pair-wide; its parameter counts and the draft/target ratio print at start.
 // --distill-draft=STEPS adds "stories110m-distilled": the random 110M target with a draft (hidden
 // 128, 2 layers, same 32k vocabulary) distilled from it by eval::pretrain's forward KL on the
 // target's logits over sequences the target itself samples (temperature 1, seeded, the bench's
@@ -116,21 +122,45 @@ Setup& add_setup(const std::string& name, LlamaForCausalLM target, LlamaForCausa
 }
 
 // A trained pair from `drafteu testbed`: its first test questions as prompts, EOS as the stop.
-void add_pair(const fs::path& dir) {
+// widen > 0 adds "pair-wide": the target grown to hidden size `widen` by eval::widen_llama (the
+// same function, memory-bound) with the same draft, prompts and stop, and returns it.
+Setup* add_pair(const fs::path& dir, int64_t widen) {
   auto target = load_model(dir / "target");
-  auto draft = load_model(dir / "draft");
-  auto& s = add_setup("pair", target.model, draft.model);
   const Tokenizer& tok = *target.tokenizer;
+  std::vector<std::vector<int64_t>> prompts;
   std::ifstream in(dir / "test.jsonl");
   std::string line;
-  s.prompts.clear();
-  while (s.prompts.size() < 16 && std::getline(in, line)) {
+  while (prompts.size() < 16 && std::getline(in, line)) {
     const auto q = nlohmann::json::parse(line).at("question").get<std::string>();
     const auto ids = tok.encode("Question: " + q + "\nAnswer:", tok.bos_id().has_value());
-    s.prompts.emplace_back(ids.begin(), ids.end());
+    prompts.emplace_back(ids.begin(), ids.end());
   }
-  if (s.prompts.empty()) throw std::runtime_error("bench_serve: no questions in " + dir.string());
-  for (auto id : tok.eos_ids()) s.stop_ids.push_back(id);
+  if (prompts.empty()) throw std::runtime_error("bench_serve: no questions in " + dir.string());
+  // A draft loaded per setup, so the two setups share no modules.
+  auto add = [&](const std::string& name, LlamaForCausalLM t) -> Setup& {
+    auto& s = add_setup(name, t, load_model(dir / "draft").model);
+    s.prompts = prompts;
+    for (auto id : tok.eos_ids()) s.stop_ids.push_back(id);
+    return s;
+  };
+  add("pair", target.model);
+  if (widen <= 0) return nullptr;
+  auto& s =
+      add("pair-wide", eval::widen_llama(*target.model, widen, 7, "bench_serve --pair-widen"));
+  const auto& tc = s.target->config();
+  const auto& dc = s.draft->config();
+  const auto mb = [](const LlamaConfig& c) {
+    return 4e-6 * static_cast<double>(c.num_parameters());
+  };
+  std::printf(
+      "pair-wide: target hidden %lld -> %lld (%lld heads, intermediate %lld): %lld parameters "
+      "(%.1f MB float32); draft %lld parameters (%.1f MB); draft/target parameters %.4f\n",
+      static_cast<long long>(target.model->config().hidden_size),
+      static_cast<long long>(tc.hidden_size), static_cast<long long>(tc.num_attention_heads),
+      static_cast<long long>(tc.intermediate_size), static_cast<long long>(tc.num_parameters()),
+      mb(tc), static_cast<long long>(dc.num_parameters()), mb(dc),
+      static_cast<double>(dc.num_parameters()) / static_cast<double>(tc.num_parameters()));
+  return &s;
 }
 
 double now() {
@@ -259,6 +289,15 @@ double decode_ms(LlamaForCausalLMImpl& m, const std::vector<int64_t>& prompt, in
   return 1e3 * (now() - t0) / static_cast<double>(std::max<size_t>(n, 1));
 }
 
+// The decode cost of a setup's draft against its target's, per token, on its first prompt.
+void print_decode_cost(const char* label, Setup& s) {
+  const double dm = decode_ms(*s.draft, s.prompts.front(), 64);
+  const double tm = decode_ms(*s.target, s.prompts.front(), 16);
+  std::printf(
+      "%s: decode %.3f ms/token, target %.3f ms/token, draft/target cost %.3f (%d thread(s))\n",
+      label, dm, tm, dm / tm, torch::get_num_threads());
+}
+
 void record(benchmark::State& state, const std::string& key, double seconds, int64_t tokens,
             double acceptance = 0, double unc = 0) {
   Measured m{seconds / static_cast<double>(tokens), acceptance, unc};
@@ -369,6 +408,7 @@ int main(int argc, char** argv) {
   ensure_blas_kernels(argv);  // OpenBLAS's right kernels for this CPU (model/runtime)
   int threads = 1;
   std::string pair;
+  int64_t pair_widen = 0;
   DistillSettings distill;
   distill.cache = fs::absolute(argv[0]).parent_path() / "cache";
   if (const char* t = std::getenv("DRAFTEU_THREADS")) threads = std::atoi(t);
@@ -383,6 +423,8 @@ int main(int argc, char** argv) {
       g_iterations = std::stoi(a.substr(13));
     else if (a.rfind("--pair=", 0) == 0)
       pair = a.substr(7);
+    else if (a.rfind("--pair-widen=", 0) == 0)
+      pair_widen = std::stoll(a.substr(13));
     else if (a.rfind("--gamma-schedule=", 0) == 0)
       g_schedule = a.substr(17);
     else if (a.rfind("--distill-draft=", 0) == 0)
@@ -425,16 +467,16 @@ int main(int argc, char** argv) {
   LlamaForCausalLM huge(LlamaConfig::preset("stories110m"));
   LlamaForCausalLM small2(small_cfg);
   const auto huge_prompt = add_setup("stories110m-random", huge, small2).prompts.front();
-  if (!pair.empty()) add_pair(pair);
+  if (pair_widen > 0 && pair.empty()) {
+    std::fprintf(stderr, "bench_serve: --pair-widen needs --pair=DIR\n");
+    return 2;
+  }
+  if (!pair.empty()) {
+    if (Setup* wide = add_pair(pair, pair_widen)) print_decode_cost("pair-wide draft", *wide);
+  }
   if (distill.steps > 0) {
     auto draft = distilled_draft(huge, huge_prompt, distill);
-    auto& s = add_setup("stories110m-distilled", huge, draft);
-    const double dm = decode_ms(*s.draft, huge_prompt, 64);
-    const double tm = decode_ms(*s.target, huge_prompt, 16);
-    std::printf(
-        "distilled draft: decode %.3f ms/token, target %.3f ms/token, draft/target cost %.3f "
-        "(%d thread(s))\n",
-        dm, tm, dm / tm, torch::get_num_threads());
+    print_decode_cost("distilled draft", add_setup("stories110m-distilled", huge, draft));
   }
 
   for (auto& s : g_setups) {

@@ -24,6 +24,7 @@
 #include "eval/testbed_models.h"
 #include "eval/testbed_task.h"
 #include "model/checkpoint.h"
+#include "model/fast_forward.h"
 #include "stats/logistic.h"
 #include "stats/metrics.h"
 #include "test_support.h"
@@ -572,6 +573,119 @@ TEST(TestbedModels, PrunedDraftStartsFromTheTargetsOuterLayers) {
         }
       },
       std::exception);
+}
+
+// A model with weights of every kind nonzero and away from init: matrices N(0, 0.06), norm
+// weights in [0.5, 1.5] (a trained model's norms are not ones).
+LlamaForCausalLM trained_looking(const LlamaConfig& c, uint64_t seed) {
+  auto m = init_model(c, seed);
+  torch::NoGradGuard ng;
+  for (auto& p : m->parameters()) {
+    if (p.dim() >= 2)
+      p.mul_(3.0);
+    else
+      p.uniform_(0.5, 1.5);
+  }
+  return m;
+}
+
+TEST(TestbedModels, WidenedModelComputesTheSameLogits) {
+  torch::set_num_threads(2);
+  // hidden 96 = 4 heads of 24, 2 key/value heads (GQA), intermediate 256, vocabulary 61.
+  const auto c = testbed_config({96, 256, 2, 4, 2}, 61, 64);
+  auto small = trained_looking(c, 3);
+  auto wide = widen_llama(*small, 384, 11, "test model");
+  const auto& w = wide->config();
+  EXPECT_EQ(w.hidden_size, 384);
+  EXPECT_EQ(w.head_dim, 24);
+  EXPECT_EQ(w.num_attention_heads, 16);
+  EXPECT_EQ(w.num_key_value_heads, 8);
+  EXPECT_EQ(w.intermediate_size, 1024);
+  EXPECT_EQ(w.num_hidden_layers, 2);
+  EXPECT_EQ(w.vocab_size, 61);
+  EXPECT_DOUBLE_EQ(w.rms_norm_eps, c.rms_norm_eps / 4);
+  // By hand: per layer q and o 384x384, k and v 384x192, gate/up/down 384x1024, two norms;
+  // embeddings and lm_head 61x384, the final norm.
+  const int64_t per_layer = 2 * 384 * 384 + 2 * 384 * 192 + 3 * 384 * 1024 + 2 * 384;
+  const int64_t expected = 2 * per_layer + 2 * 61 * 384 + 384;
+  int64_t counted = 0;
+  for (const auto& p : wide->parameters()) counted += p.numel();
+  EXPECT_EQ(counted, expected);
+  EXPECT_EQ(w.num_parameters(), expected);
+
+  // The same logits on random sequences, through the fused kernels and the module path.
+  std::mt19937_64 rng(5);
+  torch::NoGradGuard ng;
+  for (const bool fast : {true, false}) {
+    set_fast_forward_enabled(fast);
+    for (int64_t len : {1, 7, 40}) {
+      std::vector<int64_t> seq{1};
+      while (static_cast<int64_t>(seq.size()) < len)
+        seq.push_back(3 + static_cast<int64_t>(rng() % 58));
+      const auto ids = torch::tensor(seq).unsqueeze(0);
+      const auto a = small->forward(ids), b = wide->forward(ids);
+      const double scale = a.abs().max().item<double>();
+      EXPECT_GT(scale, 1.0);  // logits of a model far from uniform
+      EXPECT_LE((a - b).abs().max().item<double>(), 1e-4 * scale)
+          << "fast " << fast << ", length " << len;
+    }
+  }
+  set_fast_forward_enabled(true);
+
+  const auto from = small->hf_state(), to = wide->hf_state();
+  auto zero = [](const torch::Tensor& t) { return t.abs().max().item<double>() == 0.0; };
+  // Dense: the new reading entries are drawn at about the tensor's own scale.
+  auto dense = [&](const torch::Tensor& t, const std::string& key) {
+    const double rms = from.at(key).pow(2).mean().sqrt().item<double>();
+    const double got = t.pow(2).mean().sqrt().item<double>();
+    return (t != 0).to(torch::kFloat64).mean().item<double>() > 0.99 && got > 0.8 * rms &&
+           got < 1.25 * rms;
+  };
+  for (const auto& [key, t] : to) {
+    auto block = t;
+    for (int64_t d = 0; d < t.dim(); ++d) block = block.narrow(d, 0, from.at(key).size(d));
+    if (t.dim() == 2) {
+      EXPECT_TRUE(torch::equal(block, from.at(key))) << key;
+    }
+  }
+  EXPECT_TRUE(torch::allclose(to.at("model.norm.weight").narrow(0, 0, 96),
+                              from.at("model.norm.weight") * 0.5));
+  EXPECT_TRUE(zero(to.at("model.embed_tokens.weight").narrow(1, 96, 288)));
+  EXPECT_TRUE(dense(to.at("lm_head.weight").narrow(1, 96, 288), "lm_head.weight"));
+  for (const std::string l : {"model.layers.0.", "model.layers.1."}) {
+    const auto o = to.at(l + "self_attn.o_proj.weight"), down = to.at(l + "mlp.down_proj.weight");
+    EXPECT_TRUE(zero(o.narrow(0, 96, 288)) && zero(o.narrow(1, 96, 288))) << l;
+    EXPECT_TRUE(zero(down.narrow(0, 96, 288)) && zero(down.narrow(1, 256, 768))) << l;
+    for (const std::string m : {"self_attn.q_proj", "mlp.gate_proj", "mlp.up_proj"}) {
+      const auto t = to.at(l + m + ".weight");
+      const auto rows = from.at(l + m + ".weight").size(0);
+      EXPECT_TRUE(dense(t.narrow(0, rows, t.size(0) - rows), l + m + ".weight")) << l << m;
+      EXPECT_TRUE(dense(t.narrow(1, 96, 288), l + m + ".weight")) << l << m;
+    }
+    for (const std::string m : {"self_attn.k_proj", "self_attn.v_proj"}) {
+      const auto t = to.at(l + m + ".weight");
+      EXPECT_TRUE(dense(t.narrow(0, 48, 144), l + m + ".weight")) << l << m;
+      EXPECT_TRUE(dense(t.narrow(1, 96, 288), l + m + ".weight")) << l << m;
+    }
+  }
+}
+
+TEST(TestbedModels, WideningRefusesAWidthThatIsNotWholeHeads) {
+  auto small = init_model(testbed_config({96, 256, 1, 4, 2}, 61, 64), 3);
+  for (const int64_t bad : {100, 48, 120}) {  // not 24-aligned, narrower, 2.5 key/value heads
+    EXPECT_THROW(
+        {
+          try {
+            widen_llama(*small, bad, 1, "the small model");
+          } catch (const std::exception& e) {
+            const std::string what = e.what();
+            EXPECT_NE(what.find("the small model"), std::string::npos) << what;
+            EXPECT_NE(what.find("to " + std::to_string(bad)), std::string::npos) << what;
+            throw;
+          }
+        },
+        std::exception);
+  }
 }
 
 TEST(TestbedModels, PretrainStepsReduceLossOnAFixedBatch) {

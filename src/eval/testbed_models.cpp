@@ -1,5 +1,7 @@
 #include "eval/testbed_models.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -141,6 +143,55 @@ void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLM
       fail(name, ": no target tensor of shape ", param.sizes(), " for ", key);
     param.copy_(it->second);
   }
+}
+
+LlamaForCausalLM widen_llama(const LlamaForCausalLMImpl& source, int64_t hidden, uint64_t seed,
+                             const std::string& name) {
+  const auto& c = source.config();
+  const int64_t h = c.hidden_size, hd = c.head_dim;
+  if (hidden < h || hidden % hd != 0)
+    fail(name, ": cannot widen hidden size ", h, " to ", hidden,
+         "; the new hidden size must be a multiple of head_dim ", hd, " and at least ", h);
+  // Heads grow with the width; whole heads and whole key/value groups only.
+  if ((c.num_attention_heads * hidden) % h != 0 || (c.num_key_value_heads * hidden) % h != 0)
+    fail(name, ": cannot widen hidden size ", h, " to ", hidden, ": ", c.num_attention_heads,
+         " heads and ", c.num_key_value_heads, " key/value heads do not scale to whole heads");
+  LlamaConfig w = c;
+  w.hidden_size = hidden;
+  w.num_attention_heads = c.num_attention_heads * hidden / h;
+  w.num_key_value_heads = c.num_key_value_heads * hidden / h;
+  w.intermediate_size = (c.intermediate_size * hidden + h / 2) / h;  // rounded
+  const double shrink = static_cast<double>(h) / static_cast<double>(hidden);
+  w.rms_norm_eps = c.rms_norm_eps * shrink;
+  w.validate(name + " widened");
+  LlamaForCausalLM wide(w);
+  auto gen = at::detail::createCPUGenerator(seed);
+  const auto from = source.hf_state();
+  torch::NoGradGuard ng;
+  for (auto& [key, param] : wide->hf_state()) {
+    const auto it = from.find(key);
+    if (it == from.end() || it->second.dim() != param.dim())
+      fail(name, ": no source tensor for ", key);
+    const auto old = it->second.to(torch::kFloat32);
+    auto block = param;
+    for (int64_t d = 0; d < param.dim(); ++d) block = block.narrow(d, 0, old.size(d));
+    auto ends = [&](const std::string& suffix) {
+      return key.size() >= suffix.size() &&
+             key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (param.dim() == 1) {  // RMSNorm: the new dims read a residual that stays zero
+      param.fill_(old.mean().item<double>() * std::sqrt(shrink));
+      block.copy_(old * std::sqrt(shrink));
+    } else if (ends("embed_tokens.weight") || ends("o_proj.weight") || ends("down_proj.weight")) {
+      param.zero_();  // writes into the residual stream
+      block.copy_(old);
+    } else {
+      param.normal_(0.0, old.pow(2).mean().sqrt().item<double>(), gen);
+      block.copy_(old);
+    }
+  }
+  wide->to(source.dtype());
+  return wide;
 }
 
 PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vector<int64_t>>& seqs,

@@ -49,6 +49,21 @@ LlamaForCausalLM init_model(const LlamaConfig& config, uint64_t seed);
 void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLMImpl& target,
                              const std::string& name);
 
+// Function-preserving width growth (Net2Net-style): a copy of `source` grown to hidden size
+// `hidden` whose logits equal the source's (up to float rounding). Heads (query and key/value,
+// so head_dim and the grouping stay) and the MLP's intermediate size grow by hidden / H; layers
+// and vocabulary stay. The source's weights sit in the leading block of each wide tensor; every
+// new entry that writes into the residual stream (embedding columns, o_proj and down_proj rows
+// of new dims and columns of new heads / neurons) is zero, so the residual stays zero on the new
+// dims, and every new entry that only reads (q/k/v, gate/up, lm_head) is drawn from
+// N(0, rms of that tensor) with `seed`, so the wide model is dense. RMSNorm's mean over the wide
+// dims is H / hidden of the narrow one: norm weights are scaled by sqrt(H / hidden) and
+// rms_norm_eps by H / hidden, which makes the normalised residual exact. `hidden` must be a
+// multiple of head_dim, at least H, and give whole key/value heads; `name` names the model in
+// errors.
+LlamaForCausalLM widen_llama(const LlamaForCausalLMImpl& source, int64_t hidden, uint64_t seed,
+                             const std::string& name);
+
 // Full-parameter next-token cross-entropy on `sequences` (token ids, BOS/EOS included). With
 // `loss_from` (one entry per sequence), sequence i's loss counts the tokens from index
 // loss_from[i] on; without it, every token after BOS.
