@@ -17,6 +17,7 @@
 
 #include "family/draft_source.h"
 #include "family/ensemble.h"
+#include "family/grouped_family.h"
 #include "family/lora.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
@@ -645,6 +646,42 @@ TEST(Family, BatchedEqualsSeparateForwards) {
     expect_close(family.forward(b.ids, nullptr, b.mask), logits, 1e-5, "chunked");
     expect_close(family.forward(b.ids, nullptr, b.mask, true), last, 1e-5, "chunked last");
   }
+}
+
+// §4.4's imitated groups: member g is the mixture of its drafts' distributions, computed here in
+// float64 from the members' own logits; a group of one is that member.
+TEST(Family, GroupedMembersAreMixturesOfTheirGroups) {
+  torch::NoGradGuard no_grad;
+  auto model = make_model(23);
+  auto members = NoiseSampler(*model, lora_noise(9)).members(6);
+  auto inner = std::make_shared<LowRankFamily>(model, members);
+  const auto groups = GroupedFamily::by_member(2, 3);  // the 2x3 pool, draft (s, m) = s*3 + m
+  ASSERT_EQ(groups, (std::vector<std::vector<int64_t>>{{0, 3}, {1, 4}, {2, 5}}));
+  GroupedFamily grouped(inner, groups);
+  EXPECT_EQ(grouped.size(), 3);
+  EXPECT_EQ(grouped.parameters_read_per_token(), inner->parameters_read_per_token());
+  auto b = padded_batch();
+  const auto logits = inner->forward(b.ids, nullptr, b.mask).to(torch::kFloat64);
+  const auto out = grouped.forward(b.ids, nullptr, b.mask);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, 2, 7, 512}));
+  const auto p = torch::softmax(logits, -1);
+  for (int64_t g = 0; g < 3; ++g) {
+    const auto mix = (p[groups[g][0]] + p[groups[g][1]]) / 2;
+    expect_close(out[g].exp().to(torch::kFloat64), mix, 1e-5, "group " + std::to_string(g));
+  }
+  // KL is convex: the groups' mean KL to a reference is at most the drafts' mean KL to it.
+  const auto ref = torch::log_softmax(logits.mean(0), -1);
+  auto mean_kl = [&](const torch::Tensor& logq) {
+    return (logq.exp() * (logq - ref)).sum(-1).mean().item<double>();
+  };
+  EXPECT_LT(mean_kl(out.to(torch::kFloat64)), mean_kl(torch::log_softmax(logits, -1)));
+  // One group per member: the members themselves (as log-probabilities).
+  GroupedFamily singles(inner, GroupedFamily::by_member(1, 6));
+  expect_close(singles.forward(b.ids, nullptr, b.mask).to(torch::kFloat64),
+               torch::log_softmax(logits, -1), 1e-5, "groups of one");
+  EXPECT_THROW(GroupedFamily(inner, {{0, 6}}), Error);       // no member 6
+  EXPECT_THROW(GroupedFamily(inner, {{0, 1}, {1}}), Error);  // member 1 twice
+  EXPECT_THROW(GroupedFamily(inner, {{0}, {}}), Error);      // an empty group
 }
 
 TEST(Family, IncrementalDecodeEqualsSeparateForwards) {

@@ -299,6 +299,12 @@ TEST(Speculative, GreedyEqualsTargetAndRecordsMatchDirectComputation) {
   }
   EXPECT_LT(r.stats.accepted, r.stats.proposed) << "drafts too close: no rejection exercised";
   EXPECT_GT(r.stats.accepted, 0);
+  // The time split: the prompt's prefill is charged apart from the rounds, whose parts fit in
+  // their total.
+  EXPECT_GT(r.stats.prefill_s, 0.0);
+  EXPECT_GT(r.stats.draft_s, 0.0);
+  EXPECT_GT(r.stats.target_s, 0.0);
+  EXPECT_LE(r.stats.draft_s + r.stats.target_s + r.stats.uncertainty_s, r.stats.total_s * 1.0001);
 
   // Direct computation over the final text: one target forward, one family forward.
   torch::NoGradGuard ng;

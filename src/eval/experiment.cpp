@@ -56,8 +56,12 @@ json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::pa
   fs::path det_dir;
   json detection = json::object(), cost = json::object();
   if (c.has_labels()) {
-    std::tie(det_dir, detection) = section("detection", c.json.at("detection"),
-                                           [&](const fs::path& d) { run_detection(c, get(), d); });
+    // DDD's detector is the fidelity's family (its grouping included).
+    const json det_key = c.group_drafts == "none"
+                             ? c.json.at("detection")
+                             : json{c.json.at("detection"), {{"group_drafts", c.group_drafts}}};
+    std::tie(det_dir, detection) =
+        section("detection", det_key, [&](const fs::path& d) { run_detection(c, get(), d); });
     cost = section("cost", {c.json.at("cost"), c.json.at("detection")}, [&](const fs::path& d) {
              run_cost(c, get(), d);
            }).second;

@@ -236,6 +236,7 @@ const config::Fields<ExperimentConfig>& experiment_config_fields() {
         .field("fidelity.questions", &E::eval_questions, pos)
         .field("fidelity.trials", &E::trials, pos)
         .field("fidelity.draft_sigma", &E::draft_sigma, in_range(0.0, 10.0))
+        .field("fidelity.group_drafts", &E::group_drafts, config::one_of({"none", "member"}))
         .field("proxy.k", &E::proxy_k,
                [](const std::vector<int64_t>& ks) {
                  if (ks.empty()) return std::string("must list at least one K");

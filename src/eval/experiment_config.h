@@ -88,6 +88,9 @@ struct ExperimentConfig {
   // EU fidelity.
   int64_t eval_questions = 8, trials = 5;
   double draft_sigma = 0.1;  // noise of "K only" and untrained drafts
+  // "member": the S×M drafts' EU is taken over M groups, each the mixture of the S drafts that
+  // learnt one target member (§4.4's "imitated groups"); "none": over all S·M drafts.
+  std::string group_drafts = "none";
 
   // Proxy robustness.
   std::vector<int64_t> proxy_k{3, 10};

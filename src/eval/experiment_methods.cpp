@@ -7,6 +7,7 @@
 #include "eval/answers.h"
 #include "eval/testbed_models.h"
 #include "family/ensemble.h"
+#include "family/grouped_family.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
 #include "family/peft.h"
@@ -99,10 +100,25 @@ std::shared_ptr<Family> MethodModels::drafts(const std::string& method, uint64_t
     if (per != config_.members)
       fail("experiment: method '", method, "': the pool holds ", config_.members,
            " drafts per partition");
-    return first_members(trained_family("ddd"), splits * per, method);
+    return grouped(first_members(trained_family("ddd"), splits * per, method), splits);
   }
-  if (method == "idd" || method == "fdd") return first_members(trained_family(method), k, method);
+  if (method == "idd" || method == "fdd") {
+    if (config_.group_drafts != "none" && k % config_.members != 0)
+      fail("experiment: method '", method, "' at K = ", k, ": its drafts come in groups of ",
+           config_.members);
+    return grouped(first_members(trained_family(method), k, method),
+                   std::max<int64_t>(1, k / config_.members));
+  }
   fail("experiment: unknown method '", method, "'");
+}
+
+// The first `splits` partitions' drafts as config.group_drafts says: all of them, or one mixture
+// per target member.
+std::shared_ptr<Family> MethodModels::grouped(std::shared_ptr<Family> drafts,
+                                              int64_t splits) const {
+  if (config_.group_drafts == "none" || splits == 1) return drafts;
+  return std::make_shared<GroupedFamily>(std::move(drafts),
+                                         GroupedFamily::by_member(splits, config_.members));
 }
 
 int64_t MethodModels::target_parameters() const {

@@ -59,6 +59,8 @@ class MethodModels {
   std::vector<Answer> sample_answers(int64_t n, uint64_t seed);
 
  private:
+  std::shared_ptr<Family> grouped(std::shared_ptr<Family> drafts, int64_t splits) const;
+
   const ExperimentConfig& config_;
   const TrainedModels& trained_;
   LoadedModel target_, draft_;

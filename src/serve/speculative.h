@@ -65,8 +65,9 @@ struct SpecToken {
 
 struct SpecStats {
   int64_t rounds = 0, proposed = 0, accepted = 0, emitted = 0;
-  double total_s = 0, draft_s = 0, target_s = 0;
+  double total_s = 0, draft_s = 0, target_s = 0;  // total_s: the rounds (prefill_s apart)
   double uncertainty_s = 0;  // the records' math (their draft steps are in draft_s)
+  double prefill_s = 0;      // the prompt's target and draft forwards, before the first round
   // Per round: the γ proposed and how many of those proposals were accepted.
   std::vector<int64_t> round_gamma, round_accepted;
   double acceptance_rate() const;

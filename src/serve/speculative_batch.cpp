@@ -161,7 +161,9 @@ void SpeculativeBatch::prefill(Row& r, FamilyCache& target_cache, FamilyCache& d
 void SpeculativeBatch::admit() {
   for (auto& r : joining_) {
     FamilyCache t, d;
+    Stopwatch watch;
     prefill(r, t, d);
+    r.stats.prefill_s += watch.lap();
     if (rows_.empty()) {
       target_cache_ = std::move(t);
       draft_cache_ = std::move(d);
