@@ -935,7 +935,7 @@ TEST(Cli, TrainedDraftFamilyDirectoryDrivesSpeculativeDecoding) {
   const std::string family = (dir / "ddd").string();
   auto train = test::run_command(
       test::drafteu_bin() + " --threads 1 train-drafts --quiet --target " + model +
-      " --set draft=" + model + " --strategy ddd --splits 2 --per-split 1 --max-steps 2 --data " +
+      " --set draft=" + model + " --strategy ddd --splits 2 --per-split 2 --max-steps 2 --data " +
       (dir / "data.jsonl").string() + " --out " + family);
   ASSERT_EQ(train.exit_code, 0) << train.err;
   const std::string base = test::drafteu_bin() + " generate --model " + model +
@@ -945,8 +945,38 @@ TEST(Cli, TrainedDraftFamilyDirectoryDrivesSpeculativeDecoding) {
   auto spec = test::run_command(base + " --draft " + model + " --draft-family " + family +
                                 " --uncertainty --gamma 3");
   ASSERT_EQ(spec.exit_code, 0) << spec.err;
-  EXPECT_NE(spec.err.find("2 trained drafts"), std::string::npos) << spec.err;
+  EXPECT_NE(spec.err.find("4 trained drafts"), std::string::npos) << spec.err;
   expect_same_tokens_with_uncertainty(plain.out, spec.out);
+  // §4.4's member groups: EU over 2 mixtures of the drafts that learnt member 0 and member 1.
+  // Groups of equal size leave q_mix, hence the bias term, unchanged; by KL's convexity the
+  // groups' EU_hat is at most the drafts'.
+  auto grouped = test::run_command(base + " --draft " + model + " --draft-family " + family +
+                                   " --draft-groups member --uncertainty --gamma 3");
+  ASSERT_EQ(grouped.exit_code, 0) << grouped.err;
+  EXPECT_NE(grouped.err.find("as 2 member groups"), std::string::npos) << grouped.err;
+  expect_same_tokens_with_uncertainty(plain.out, grouped.out);
+  {
+    std::istringstream a(spec.out), g(grouped.out);
+    int compared = 0;
+    for (std::string la, lg; std::getline(a, la) && std::getline(g, lg); ++compared) {
+      const auto ua = json::parse(la)["uncertainty"], ug = json::parse(lg)["uncertainty"];
+      const double ba = ua["bias"].get<double>(), bg = ug["bias"].get<double>();
+      EXPECT_NEAR(bg, ba, 1e-6 + 1e-3 * std::abs(ba)) << "token " << compared;
+      EXPECT_LE(ug["eu_hat"].get<double>(), ua["eu_hat"].get<double>() * (1 + 1e-3) + 1e-7)
+          << "token " << compared;
+    }
+    EXPECT_GT(compared, 0);
+  }
+  auto groups_alone = test::run_command(base + " --draft " + model +
+                                        " --draft-noise 2 --draft-groups member --uncertainty");
+  EXPECT_NE(groups_alone.exit_code, 0);
+  EXPECT_NE(groups_alone.err.find("--draft-groups member needs --draft-family"), std::string::npos)
+      << groups_alone.err;
+  auto groups_bad = test::run_command(base + " --draft " + model + " --draft-family " + family +
+                                      " --draft-groups pairs --uncertainty");
+  EXPECT_NE(groups_bad.exit_code, 0);
+  EXPECT_NE(groups_bad.err.find("--draft-groups must be 'none' or 'member'"), std::string::npos)
+      << groups_bad.err;
   auto no_base = test::run_command(base + " --draft-family " + family);
   EXPECT_NE(no_base.exit_code, 0);
   EXPECT_NE(no_base.err.find("--draft-family needs --draft"), std::string::npos) << no_base.err;

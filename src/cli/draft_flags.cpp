@@ -15,6 +15,7 @@ void add_draft_flags(CLI::App* cmd, DraftSpec& spec, std::string& drafts_csv) {
     if (member == "sigma") return "--draft-sigma";
     if (member == "rank") return "--draft-rank";
     if (member == "seed") return "--draft-seed";
+    if (member == "groups") return "--draft-groups";
     if (member == "reference_adapter") return "--reference-adapter";
     return member;
   };
@@ -29,6 +30,9 @@ void add_draft_flags(CLI::App* cmd, DraftSpec& spec, std::string& drafts_csv) {
   cmd->add_option("--draft-rank", spec.rank, "noise rank of the members")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--draft-seed", spec.seed, "noise seed of the members");
+  cmd->add_option("--draft-groups", spec.groups,
+                  "with --draft-family: 'member' mixes the drafts that learnt one target member "
+                  "and takes EU over those mixtures (the paper's 2x3 groups); 'none' (default)");
 }
 
 void take_draft_paths(DraftSpec& spec, const std::string& drafts_csv) {

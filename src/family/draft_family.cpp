@@ -83,39 +83,61 @@ MemberDeltas combine_deltas(const MemberDeltas& a, const MemberDeltas& b) {
   return out;
 }
 
-LowRankFamily load_draft_family(const fs::path& family_dir, LlamaForCausalLM draft_base) {
+namespace {
+
+struct FoundDraft {
+  int64_t index = 0;
+  fs::path dir;
+  json desc;  // draft.json
+};
+
+// The family's draft-*/ directories with their draft.json, in job order.
+std::vector<FoundDraft> find_drafts(const fs::path& family_dir) {
   if (!fs::is_directory(family_dir)) fail(family_dir.string(), ": not a directory");
-  std::vector<std::pair<int64_t, fs::path>> found;
+  std::vector<FoundDraft> found;
   for (const auto& e : fs::directory_iterator(family_dir))
     if (e.is_directory() && e.path().filename().string().rfind("draft-", 0) == 0 &&
         fs::exists(e.path() / "draft.json"))
-      found.emplace_back(0, e.path());
+      found.push_back({0, e.path(), {}});
   if (found.empty()) fail(family_dir.string(), ": holds no draft-*/draft.json");
-  std::vector<json> descs;
-  for (auto& [index, dir] : found) {
-    descs.push_back(read_json_file(dir / "draft.json"));
-    index = descs.back().at("index").get<int64_t>();
+  for (auto& f : found) {
+    f.desc = read_json_file(f.dir / "draft.json");
+    f.index = f.desc.at("index").get<int64_t>();
   }
-  std::vector<size_t> order(found.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(),
-            [&](size_t x, size_t y) { return found[x].first < found[y].first; });
+  std::sort(found.begin(), found.end(),
+            [](const FoundDraft& x, const FoundDraft& y) { return x.index < y.index; });
+  return found;
+}
+
+}  // namespace
+
+LowRankFamily load_draft_family(const fs::path& family_dir, LlamaForCausalLM draft_base) {
   std::vector<MemberDeltas> members;
-  for (auto i : order) {
-    const fs::path adapter_dir = found[i].second / "adapter";
+  for (const auto& f : find_drafts(family_dir)) {
+    const fs::path adapter_dir = f.dir / "adapter";
     if (!fs::exists(adapter_dir / "adapter_config.json"))
-      fail(found[i].second.string(), ": draft has no finished adapter/ (still training?)");
+      fail(f.dir.string(), ": draft has no finished adapter/ (still training?)");
     auto lora = load_peft_adapter(adapter_dir, *draft_base);
     MemberDeltas m = lora->to_member();
-    const json& d = descs[i];
-    if (d.at("init_noise").get<bool>()) {
-      auto noise = noise_config_from_json(d.at("init_noise_config"),
-                                          (found[i].second / "draft.json").string());
-      m = combine_deltas(NoiseSampler(*draft_base, noise).member(found[i].first), m);
+    if (f.desc.at("init_noise").get<bool>()) {
+      auto noise =
+          noise_config_from_json(f.desc.at("init_noise_config"), (f.dir / "draft.json").string());
+      m = combine_deltas(NoiseSampler(*draft_base, noise).member(f.index), m);
     }
     members.push_back(std::move(m));
   }
   return LowRankFamily(draft_base, std::move(members));
+}
+
+std::vector<int64_t> draft_family_members(const fs::path& family_dir) {
+  std::vector<int64_t> out;
+  for (const auto& f : find_drafts(family_dir)) {
+    const auto it = f.desc.find("member");
+    if (it == f.desc.end() || !it->is_number_integer() || it->get<int64_t>() < 0)
+      fail((f.dir / "draft.json").string(), ": 'member' must be a non-negative integer");
+    out.push_back(it->get<int64_t>());
+  }
+  return out;
 }
 
 LowRankFamily noisy_draft_family(LlamaForCausalLM draft_base, const MemberDeltas& trained,

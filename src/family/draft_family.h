@@ -32,6 +32,9 @@ MemberDeltas combine_deltas(const MemberDeltas& a, const MemberDeltas& b);
 LowRankFamily load_draft_family(const std::filesystem::path& family_dir,
                                 LlamaForCausalLM draft_base);
 
+// The target member each of those drafts learnt (draft.json's "member"), in the same order.
+std::vector<int64_t> draft_family_members(const std::filesystem::path& family_dir);
+
 // "K only": `trained` (a draft's deltas) plus K noise draws of `noise`; with `trained` empty this
 // is the untrained-drafts baseline (base draft + K noise draws).
 LowRankFamily noisy_draft_family(LlamaForCausalLM draft_base, const MemberDeltas& trained,

@@ -4,6 +4,7 @@
 
 #include "family/draft_family.h"
 #include "family/ensemble.h"
+#include "family/grouped_family.h"
 #include "family/low_rank_family.h"
 #include "family/noise.h"
 #include "family/peft.h"
@@ -25,6 +26,11 @@ void DraftSpec::validate() const {
          " (the draft base the family was trained on)");
   if (!family_dir.empty() && noise_members > 0)
     fail(name("family_dir"), " and ", name("noise_members"), " exclude each other");
+  if (groups != "none" && groups != "member")
+    fail(name("groups"), " must be 'none' or 'member', got '", groups, "'");
+  if (groups == "member" && family_dir.empty())
+    fail(name("groups"), " member needs ", name("family_dir"),
+         " (the drafts' target members are in its draft.json files)");
   if (!(sigma > 0)) fail(name("sigma"), " must be > 0");
   if (rank < 1) fail(name("rank"), " must be >= 1");
   if (!reference_adapter.empty() && !enabled())
@@ -67,6 +73,12 @@ DraftModels load_drafts(const DraftSpec& spec, const LoadedModel* target,
     auto family = load_draft_family(spec.family_dir, loaded(spec.draft, target, options));
     out.description = cat(family.size(), " trained drafts from ", spec.family_dir);
     out.drafts = std::make_shared<LowRankFamily>(std::move(family));
+    if (spec.groups == "member") {
+      auto grouped = std::make_shared<GroupedFamily>(
+          out.drafts, GroupedFamily::by_label(draft_family_members(spec.family_dir)));
+      out.description += cat(", as ", grouped->size(), " member groups");
+      out.drafts = std::move(grouped);
+    }
   } else if (spec.noise_members == 0) {
     out.drafts = std::make_shared<Ensemble>(Ensemble::of_one(loaded(spec.draft, target, options)));
     out.description = "1 draft";

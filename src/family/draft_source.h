@@ -20,7 +20,10 @@ struct DraftSpec {
   std::string draft;                // one draft...
   int64_t noise_members = 0;        // ...as K lora-noise members (one batched pass); 0 = itself
   std::string family_dir;  // ...or with the drafts `train-drafts` wrote there (one batched pass)
-  double sigma = 0.05;     // NoiseConfig::sigma of those members
+  // With family_dir: "member" takes EU over one mixture per target member (the drafts that learnt
+  // it, §4.4's imitated groups; family/grouped_family.h); "none" over every draft.
+  std::string groups = "none";
+  double sigma = 0.05;  // NoiseConfig::sigma of those members
   int64_t rank = 8;
   uint64_t seed = 0;
   std::string reference_adapter;  // PEFT adapter directory on the target (p_mix)

@@ -1,6 +1,7 @@
 #include "family/grouped_family.h"
 
 #include <cmath>
+#include <map>
 
 #include "util/error.h"
 
@@ -28,6 +29,14 @@ std::vector<std::vector<int64_t>> GroupedFamily::by_member(int64_t splits, int64
   std::vector<std::vector<int64_t>> groups(static_cast<size_t>(members));
   for (int64_t s = 0; s < splits; ++s)
     for (int64_t m = 0; m < members; ++m) groups[static_cast<size_t>(m)].push_back(s * members + m);
+  return groups;
+}
+
+std::vector<std::vector<int64_t>> GroupedFamily::by_label(const std::vector<int64_t>& labels) {
+  std::map<int64_t, std::vector<int64_t>> by;
+  for (size_t k = 0; k < labels.size(); ++k) by[labels[k]].push_back(static_cast<int64_t>(k));
+  std::vector<std::vector<int64_t>> groups;
+  for (auto& [label, members] : by) groups.push_back(std::move(members));
   return groups;
 }
 

@@ -16,6 +16,8 @@ class GroupedFamily : public Family {
   GroupedFamily(std::shared_ptr<Family> inner, std::vector<std::vector<int64_t>> groups);
   // Groups of the S×M pool's drafts by target member: group m = {m, M + m, ..., (S-1)·M + m}.
   static std::vector<std::vector<int64_t>> by_member(int64_t splits, int64_t members);
+  // Groups of equal labels (labels[k]: member k's label), ordered by label.
+  static std::vector<std::vector<int64_t>> by_label(const std::vector<int64_t>& labels);
 
   int64_t size() const override { return static_cast<int64_t>(groups_.size()); }
   int64_t vocab_size() const override { return inner_->vocab_size(); }
