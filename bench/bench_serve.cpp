@@ -61,6 +61,8 @@
 #include "model/tokenizer/tokenizer.h"
 #include "serve/speculative.h"
 #include "uncertainty/uncertainty.h"
+#include "util/file.h"
+#include "util/json.h"
 
 using namespace drafteu;
 namespace fs = std::filesystem;
@@ -209,8 +211,7 @@ LlamaForCausalLM distilled_draft(LlamaForCausalLM target, const std::vector<int6
   const fs::path dir = d.cache / d.key();
   const std::string print = fingerprint(*target);
   if (fs::exists(dir / "distill.json")) {
-    std::ifstream in(dir / "distill.json");
-    const auto info = nlohmann::json::parse(in);
+    const auto info = read_json_file(dir / "distill.json");
     if (info.value("target", std::string()) == print) {
       std::printf("distilled draft: cached %s (distilled in %.1f s)\n", dir.c_str(),
                   info.value("seconds", 0.0));
@@ -272,7 +273,7 @@ LlamaForCausalLM distilled_draft(LlamaForCausalLM target, const std::vector<int6
                          {"train_seconds", stats.seconds},
                          {"kl_first", stats.losses.front()},
                          {"kl_last", stats.losses.back()}};
-  std::ofstream(tmp / "distill.json") << info.dump(2) << "\n";
+  write_file_atomic(tmp / "distill.json", info.dump(2) + "\n");
   fs::remove_all(dir);
   fs::rename(tmp, dir);
   return draft;

@@ -660,6 +660,8 @@ TEST(Family, GroupedMembersAreMixturesOfTheirGroups) {
   GroupedFamily grouped(inner, groups);
   EXPECT_EQ(grouped.size(), 3);
   EXPECT_EQ(grouped.parameters_read_per_token(), inner->parameters_read_per_token());
+  EXPECT_EQ(&grouped.forwarded(), inner.get());  // a cost counts the six drafts it runs
+  EXPECT_EQ(&inner->forwarded(), inner.get());
   auto b = padded_batch();
   const auto logits = inner->forward(b.ids, nullptr, b.mask).to(torch::kFloat64);
   const auto out = grouped.forward(b.ids, nullptr, b.mask);

@@ -56,15 +56,14 @@ json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::pa
   fs::path det_dir;
   json detection = json::object(), cost = json::object();
   if (c.has_labels()) {
-    // DDD's detector is the fidelity's family (its grouping included).
-    const json det_key = c.group_drafts == "none"
-                             ? c.json.at("detection")
-                             : json{c.json.at("detection"), {{"group_drafts", c.group_drafts}}};
-    std::tie(det_dir, detection) =
-        section("detection", det_key, [&](const fs::path& d) { run_detection(c, get(), d); });
-    cost = section("cost", {c.json.at("cost"), c.json.at("detection")}, [&](const fs::path& d) {
-             run_cost(c, get(), d);
-           }).second;
+    // Detection and cost score the fidelity's draft families: the settings that shape them are
+    // part of their keys.
+    const json drafts_key = {{"draft_sigma", c.draft_sigma}, {"group_drafts", c.group_drafts}};
+    std::tie(det_dir, detection) = section("detection", {c.json.at("detection"), drafts_key},
+                                           [&](const fs::path& d) { run_detection(c, get(), d); });
+    cost = section("cost", {c.json.at("cost"), c.json.at("detection"), drafts_key},
+                   [&](const fs::path& d) { run_cost(c, get(), d); })
+               .second;
   }
 
   json results;

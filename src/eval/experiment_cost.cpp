@@ -50,8 +50,9 @@ void run_cost(const ExperimentConfig& c, MethodModels& models, const std::filesy
     } else {
       sm.drafts = models.drafts(method == "ddd" ? c.detection_ddd : method, seed);
       sm.reference = models.reference(true);
-      params = family_parameters(*sm.drafts, models.draft_parameters()) + pmix_params;
-      forwards = sm.drafts->size() + 1;
+      const Family& run = sm.drafts->forwarded();  // every draft, grouped or not
+      params = family_parameters(run, models.draft_parameters()) + pmix_params;
+      forwards = run.size() + 1;
     }
     TokenScorer scorer(sm);
     score_answer(scorer, answers.front(), field);  // warm-up (allocations, thread pool)

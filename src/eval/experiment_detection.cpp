@@ -56,7 +56,7 @@ std::shared_ptr<Family> method_family(const ExperimentConfig& c, MethodModels& m
   sm.reference = models.reference(true);
   if (method == "ddd") return sm.drafts = models.drafts(c.detection_ddd, seed);
   const auto ddd = models.drafts(c.detection_ddd, seed);
-  return sm.drafts = models.drafts(method, seed, ddd->size());
+  return sm.drafts = models.drafts(method, seed, ddd->forwarded().size());
 }
 
 json evaluate(const LogisticModel& model, const std::vector<std::vector<double>>& x,

@@ -42,6 +42,9 @@ class Family {
   // Weights one forward of all members reads (a batched family reads its base once): the cost
   // model of memory-bound decoding.
   virtual int64_t parameters_read_per_token() const = 0;
+  // The family whose members one forward runs: itself, unless its members are derived from
+  // another's (GroupedFamily's mixtures). What a cost counts.
+  virtual const Family& forwarded() const { return *this; }
   // ids [B, T] -> logits [K, B, T, V] ([K, B, 1, V] with last_only); attention_mask and cache as
   // LlamaForCausalLM::forward (1 = real token; the new tokens follow the cached ones).
   virtual torch::Tensor forward(const torch::Tensor& ids, FamilyCache* cache = nullptr,

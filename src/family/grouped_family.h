@@ -25,6 +25,7 @@ class GroupedFamily : public Family {
     return inner_->new_cache(capacity);
   }
   int64_t parameters_read_per_token() const override { return inner_->parameters_read_per_token(); }
+  const Family& forwarded() const override { return inner_->forwarded(); }
   torch::Tensor forward(const torch::Tensor& ids, FamilyCache* cache = nullptr,
                         const torch::Tensor& attention_mask = {}, bool last_only = false) override;
 
