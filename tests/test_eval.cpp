@@ -812,6 +812,56 @@ TEST(TestbedModels, DistillationLossIsTheForwardKLToTheTeacher) {
   EXPECT_LT(kl_kd, kl_ce) << "KD " << kl_kd << ", cross-entropy " << kl_ce << ", start " << kl0;
 }
 
+// With a teacher, batches and the teacher's log-probabilities are made on a second thread one
+// step ahead. The run must stay a pure function of its seeds (batches smaller than the data, so
+// their order matters), a teacher of another vocabulary is refused by name, and a teacher that
+// fails mid-forward surfaces as an exception on the caller, not a hang or a crash.
+TEST(TestbedModels, DistillationPrefetchIsDeterministicAndReportsTeacherFailures) {
+  const auto [tok, seqs, loss_from] = half_loss_corpus();
+  auto teacher = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size(), 256), 7);
+  auto fresh = [&] {
+    return init_model(testbed_config({16, 48, 1, 2, 2}, tok->vocab_size(), 256), 8);
+  };
+  PretrainOptions po;
+  po.steps = 7;
+  po.batch_size = 2;
+  po.log_every = 0;
+  po.warmup = 1;
+  const PretrainTeacher kd{teacher.get(), 0.0};
+  auto a = fresh(), b = fresh();
+  const auto ra = pretrain(*a, seqs, po, nullptr, "a", loss_from, kd);
+  const auto rb = pretrain(*b, seqs, po, nullptr, "b", loss_from, kd);
+  EXPECT_EQ(ra.losses, rb.losses);
+  EXPECT_EQ(ra.tokens, rb.tokens);
+  const auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << i;
+  // Seven steps of two sequences: the answer tokens of 14 drawn sequences.
+  int64_t fewest = INT64_MAX, most = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto n = static_cast<int64_t>(seqs[i].size() - loss_from[i]);
+    fewest = std::min(fewest, n);
+    most = std::max(most, n);
+  }
+  EXPECT_GE(ra.tokens, 14 * fewest);
+  EXPECT_LE(ra.tokens, 14 * most);
+
+  auto other_vocab = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size() + 1, 256), 7);
+  auto c = fresh();
+  try {
+    pretrain(*c, seqs, po, nullptr, "c", loss_from, {other_vocab.get(), 0.0});
+    ADD_FAILURE() << "a teacher of another vocabulary was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("vocabulary"), std::string::npos) << e.what();
+  }
+  auto broken = init_model(testbed_config({32, 64, 1, 2, 2}, tok->vocab_size(), 256), 7);
+  {  // a float64 final norm: the float32 head's matmul fails on the prefetch thread
+    torch::NoGradGuard ng;
+    auto& w = broken->backbone->norm->weight;
+    w.set_data(w.to(torch::kFloat64));
+  }
+  EXPECT_ANY_THROW(pretrain(*c, seqs, po, nullptr, "c", loss_from, {broken.get(), 0.0}));
+}
+
 // --- config JSON against goldens ----------------------------------------------------------------
 
 // Every config JSON that manifests record and step-cache keys hash, as the code writes it now.

@@ -4,11 +4,15 @@
 
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <ctime>
+#include <deque>
 #include <exception>
+#include <functional>
 #include <iomanip>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <ostream>
 #include <random>
 #include <sstream>
@@ -56,6 +60,87 @@ class LineLog : public std::ostream {
     std::ostream* out_;
     std::mutex& mu_;
   } buf_;
+};
+
+// Items 0..n-1 of `make(i)`, in order. Threaded, a second thread (one libtorch thread) makes
+// them at most two ahead of the consumer, and its CPU time is counted; otherwise each is made
+// on demand. The producer's exception reaches the consumer at that item.
+template <class T>
+class Prefetch {
+ public:
+  Prefetch(int64_t n, std::function<T(int64_t)> make, bool threaded)
+      : n_(n), make_(std::move(make)) {
+    if (!threaded) return;
+    worker_ = std::thread([this] {
+      torch::set_num_threads(1);  // OpenMP's thread count is per thread
+      const double c0 = cpu_now();
+      for (int64_t i = 0; i < n_; ++i) {
+        std::optional<T> item;
+        std::exception_ptr error;
+        try {
+          item.emplace(make_(i));
+        } catch (...) {
+          error = std::current_exception();
+        }
+        std::unique_lock<std::mutex> lock(mu_);
+        room_.wait(lock, [this] { return stop_ || ready_.size() < 2; });
+        if (stop_) return;
+        if (error) {
+          error_ = error;
+          filled_.notify_all();
+          return;
+        }
+        ready_.push_back(std::move(*item));
+        cpu_seconds_ = cpu_now() - c0;
+        filled_.notify_all();
+      }
+    });
+  }
+  ~Prefetch() {
+    if (!worker_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    room_.notify_all();
+    worker_.join();
+  }
+  Prefetch(const Prefetch&) = delete;
+  Prefetch& operator=(const Prefetch&) = delete;
+
+  T next() {
+    if (!worker_.joinable()) return make_(next_++);
+    std::unique_lock<std::mutex> lock(mu_);
+    filled_.wait(lock, [this] { return !ready_.empty() || error_; });
+    if (ready_.empty()) std::rethrow_exception(error_);
+    T item = std::move(ready_.front());
+    ready_.pop_front();
+    room_.notify_all();
+    return item;
+  }
+  // CPU seconds the second thread spent making the items handed over so far.
+  double cpu_seconds() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cpu_seconds_;
+  }
+
+ private:
+  int64_t n_, next_ = 0;
+  std::function<T(int64_t)> make_;
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable room_, filled_;
+  std::deque<T> ready_;
+  std::exception_ptr error_;
+  double cpu_seconds_ = 0;
+  bool stop_ = false;
+};
+
+// One pretraining step's inputs: flat targets (-100 where no loss), and with a teacher its
+// float32 log-probabilities at the loss positions `keep`.
+struct PretrainBatch {
+  torch::Tensor ids, targets, keep, teacher_logp;
+  int64_t tokens = 0;
 };
 
 double seconds_since(Clock::time_point t0) {
@@ -116,12 +201,12 @@ void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLM
   if (d.hidden_size != t.hidden_size || d.intermediate_size != t.intermediate_size ||
       d.num_attention_heads != t.num_attention_heads ||
       d.num_key_value_heads != t.num_key_value_heads)
-    fail(name, " starts from the pruned target, so it needs the target's ",
-         "width (hidden ", t.hidden_size, ", intermediate ", t.intermediate_size,
-         "); it has hidden ", d.hidden_size, ", intermediate ", d.intermediate_size);
+    fail(name, " starts from the pruned target, so it needs the target's ", "width (hidden ",
+         t.hidden_size, ", intermediate ", t.intermediate_size, "); it has hidden ", d.hidden_size,
+         ", intermediate ", d.intermediate_size);
   if (d.num_hidden_layers > t.num_hidden_layers)
-    fail(name, " has ", d.num_hidden_layers,
-         " layers, more than the target it is pruned from (", t.num_hidden_layers, ")");
+    fail(name, " has ", d.num_hidden_layers, " layers, more than the target it is pruned from (",
+         t.num_hidden_layers, ")");
   const int64_t ld = d.num_hidden_layers, lt = t.num_hidden_layers;
   auto source_layer = [&](int64_t i) {
     return ld == 1 ? int64_t{0}
@@ -201,6 +286,9 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vecto
   if (!loss_from.empty() && loss_from.size() != seqs.size())
     fail("pretrain: ", loss_from.size(), " loss_from entries for ", seqs.size(), " sequences");
   if (o.steps <= 0 || o.batch_size <= 0) fail("pretrain: steps and batch_size must be positive");
+  if (teacher.model && teacher.model->config().vocab_size != model.config().vocab_size)
+    fail("pretrain: the teacher's vocabulary (", teacher.model->config().vocab_size,
+         ") is not the student's (", model.config().vocab_size, ")");
   distill::tune_malloc_for_training();
   const auto t0 = Clock::now();
   const double c0 = cpu_now();
@@ -221,7 +309,10 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vecto
   const int64_t vocab = model.config().vocab_size;
   PretrainStats stats;
   double smooth = 0;
-  for (int64_t step = 0; step < o.steps; ++step) {
+  // Batches are drawn in step order; with a teacher, its log-probabilities are computed on a
+  // second thread one step ahead (the teacher is frozen), which takes its forward off the
+  // critical path: the same numbers, a third less wall time on two cores.
+  auto make_batch = [&](int64_t) {
     // Epoch-wise shuffle (Fisher-Yates with our own draws).
     std::vector<size_t> batch;
     while (static_cast<int64_t>(batch.size()) < o.batch_size) {
@@ -234,9 +325,10 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vecto
     size_t len = 0;
     for (size_t i : batch) len = std::max(len, seqs[i].size());
     const auto b = static_cast<int64_t>(batch.size()), t = static_cast<int64_t>(len);
-    auto ids = torch::zeros({b, t}, torch::kInt64);
+    PretrainBatch out;
+    out.ids = torch::zeros({b, t}, torch::kInt64);
     auto targets = torch::full({b, t}, -100, torch::kInt64);
-    auto ia = ids.accessor<int64_t, 2>();
+    auto ia = out.ids.accessor<int64_t, 2>();
     auto ta = targets.accessor<int64_t, 2>();
     for (int64_t r = 0; r < b; ++r) {
       const size_t i = batch[static_cast<size_t>(r)];
@@ -245,33 +337,43 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vecto
       for (size_t k = 0; k < s.size(); ++k) {
         ia[r][static_cast<int64_t>(k)] = s[k];
         if (k >= first) ta[r][static_cast<int64_t>(k) - 1] = s[k];
-        stats.tokens += k >= first;
+        out.tokens += k >= first;
       }
     }
+    out.targets = targets.reshape({b * t});
+    if (teacher.model) {
+      torch::NoGradGuard ng;
+      torch::Tensor logits;
+      {
+        Autocast autocast(o.dtype);
+        logits = teacher.model->forward(out.ids);
+      }
+      out.keep = out.targets.ne(-100).nonzero().squeeze(1);
+      out.teacher_logp = torch::log_softmax(
+          logits.reshape({b * t, vocab}).index_select(0, out.keep).to(torch::kFloat32), -1);
+    }
+    return out;
+  };
+  Prefetch<PretrainBatch> batches(o.steps, make_batch, /*threaded=*/teacher.model != nullptr);
+  for (int64_t step = 0; step < o.steps; ++step) {
+    const auto bt = batches.next();
+    stats.tokens += bt.tokens;
+    const int64_t rows = bt.targets.size(0);
     // Right padding needs no mask: causal attention never looks ahead at it.
     const double lr = o.lr * distill::lr_multiplier(tc.schedule, step, o.steps);
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
 
-    torch::Tensor logits, teacher_logits;
+    torch::Tensor logits;
     {
       Autocast autocast(o.dtype);
-      logits = model.forward(ids);
-      if (teacher.model) {
-        torch::NoGradGuard ng;
-        teacher_logits = teacher.model->forward(ids);
-      }
+      logits = model.forward(bt.ids).reshape({rows, vocab});
     }
-    const auto flat_targets = targets.reshape({b * t});
     auto loss = torch::nn::functional::cross_entropy(
-        logits.reshape({b * t, vocab}), flat_targets,
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+        logits, bt.targets, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
     if (teacher.model) {
       // Forward KL at the loss positions: Σ p_T (log p_T − log q), averaged over loss tokens.
-      const auto keep = flat_targets.ne(-100).nonzero().squeeze(1);
-      const auto s = torch::log_softmax(
-          logits.reshape({b * t, vocab}).index_select(0, keep).to(torch::kFloat32), -1);
-      const auto lt = torch::log_softmax(
-          teacher_logits.reshape({b * t, vocab}).index_select(0, keep).to(torch::kFloat32), -1);
+      const auto s = torch::log_softmax(logits.index_select(0, bt.keep).to(torch::kFloat32), -1);
+      const auto& lt = bt.teacher_logp;
       const auto kl = (lt.exp() * (lt - s)).sum(-1).mean();
       loss = teacher.ce_weight * loss + (1.0 - teacher.ce_weight) * kl;
     }
@@ -285,12 +387,12 @@ PretrainStats pretrain(LlamaForCausalLMImpl& model, const std::vector<std::vecto
     if (log && o.log_every > 0 && ((step + 1) % o.log_every == 0 || step + 1 == o.steps))
       *log << "[" << label << "] step " << step + 1 << "/" << o.steps << " loss " << std::fixed
            << std::setprecision(4) << smooth << " lr " << std::setprecision(5) << lr << " "
-           << std::setprecision(1) << seconds_since(t0) << "s (cpu " << cpu_now() - c0 << "s)"
-           << std::endl;
+           << std::setprecision(1) << seconds_since(t0) << "s (cpu "
+           << cpu_now() - c0 + batches.cpu_seconds() << "s)" << std::endl;
   }
   model.eval();
   stats.seconds = seconds_since(t0);
-  stats.cpu_seconds = cpu_now() - c0;
+  stats.cpu_seconds = cpu_now() - c0 + batches.cpu_seconds();
   return stats;
 }
 

@@ -32,7 +32,7 @@ struct PretrainStats {
   std::vector<double> losses;  // one per step
   int64_t tokens = 0;
   double seconds = 0;      // wall clock
-  double cpu_seconds = 0;  // the training thread's CPU time (fairer than wall time when shared)
+  double cpu_seconds = 0;  // CPU time of the training thread and of the teacher's prefetch thread
 };
 
 // Text a model sees: the prompt ends where the answer begins.
