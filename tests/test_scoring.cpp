@@ -85,8 +85,50 @@ TEST(TokenScorer, MatchesMemberByMemberTextbookComputation) {
     EXPECT_NEAR(*s.entropy_mix, h_qmix, tol(h_qmix)) << i;
     EXPECT_NEAR(*s.entropy_target, entropy(r), tol(entropy(r))) << i;
     EXPECT_GT(*s.eu_true, 0.0);
-    if (i < 4) std::printf("token %zu: eu_true %.4f jsd %.4f bias %.4f\n", i, eu_true, jsd, bias);
+    if (i < 4) std::printf("token %zu: eu_true %.3g jsd %.3g bias %.3g\n", i, eu_true, jsd, bias);
   }
+}
+
+// Where the members are nearly certain the true EU is tiny (1e-7 and below on most tokens of a
+// sharpened stories260K) and must keep its relative precision: float32's log-sum-exp rounds a
+// tail mass under ~6e-8 away, which put such values off by up to 4x before the scorer normalised
+// logits in float64.
+TEST(TokenScorer, NearlyCertainTokensKeepTheirEUToRelativePrecision) {
+  torch::NoGradGuard ng;
+  LoadedModel m = load_model(test::stories260k_gguf());
+  m.model->backbone->norm->weight.mul_(3.0);  // logits x3: near-deterministic predictions
+  auto cfg = NoiseConfig::target_family(11);
+  cfg.sigma = 0.02;  // members close together
+  auto target = std::make_shared<LowRankFamily>(m.model, NoiseSampler(*m.model, cfg).members(3));
+  ScoringModels models;
+  models.target_family = target;
+  TokenScorer scorer(models, /*chunk=*/7);
+  std::vector<int64_t> prompt = {1};
+  for (auto id : m.tokenizer->encode("Once upon a time", false)) prompt.push_back(id);
+  std::vector<int64_t> response;
+  for (auto id :
+       m.tokenizer->encode(" there was a little girl named Lily. She liked to play.", false))
+    response.push_back(id);
+  const auto scored = scorer.score(prompt, response);
+  ASSERT_EQ(scored.size(), response.size());
+  std::vector<int64_t> seq = prompt;
+  seq.insert(seq.end(), response.begin(), response.end());
+  const auto logp = torch::log_softmax(
+      torch::stack({target->forward_member(0, torch::tensor(seq).unsqueeze(0))[0],
+                    target->forward_member(1, torch::tensor(seq).unsqueeze(0))[0],
+                    target->forward_member(2, torch::tensor(seq).unsqueeze(0))[0]})
+          .to(torch::kFloat64),
+      -1);  // [3, T, V]
+  int tiny = 0;
+  for (size_t i = 0; i < response.size(); ++i) {
+    const int64_t pos = static_cast<int64_t>(prompt.size() + i) - 1;
+    const auto lp = logp.select(1, pos);                                       // [3, V]
+    const auto lbar = torch::logsumexp(lp, 0) - std::log(3.0);                 // log p̄
+    const double eu = (lp.exp() * (lp - lbar)).sum(-1).mean().item<double>();  // mean KL(p_m ‖ p̄)
+    tiny += eu < 1e-7;
+    EXPECT_NEAR(*scored[i].eu_true, eu, 1e-3 * eu + 1e-15) << "token " << i << " of " << eu;
+  }
+  EXPECT_GE(tiny, 3) << "the sharpened model must put several tokens below 1e-7";
 }
 
 TEST(ScoreCli, WritesOneRecordPerTokenAndRejectsBadInput) {

@@ -42,8 +42,10 @@ std::vector<std::vector<int64_t>> GroupedFamily::by_label(const std::vector<int6
 
 torch::Tensor GroupedFamily::forward(const torch::Tensor& ids, FamilyCache* cache,
                                      const torch::Tensor& attention_mask, bool last_only) {
+  // float64: float32's log-sum-exp loses a tail mass under ~6e-8, all a nearly certain
+  // position's EU rests on. The mixtures' log-probabilities fit float32 again.
   const auto logp = torch::log_softmax(
-      inner_->forward(ids, cache, attention_mask, last_only).to(torch::kFloat32), -1);
+      inner_->forward(ids, cache, attention_mask, last_only).to(torch::kFloat64), -1);
   std::vector<torch::Tensor> out;
   for (const auto& g : groups_) {
     const auto idx = torch::tensor(g, torch::kInt64).to(logp.device());
@@ -51,7 +53,7 @@ torch::Tensor GroupedFamily::forward(const torch::Tensor& ids, FamilyCache* cach
     out.push_back(torch::logsumexp(logp.index_select(0, idx), 0) -
                   std::log(static_cast<double>(g.size())));
   }
-  return torch::stack(out);
+  return torch::stack(out).to(torch::kFloat32);
 }
 
 }  // namespace drafteu

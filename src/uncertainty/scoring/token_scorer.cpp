@@ -46,7 +46,9 @@ class FamilyStream {
                response.begin() + static_cast<long>(begin + n - 1));
     pending_ = response[begin + n - 1];
     auto logits = family_.forward(torch::tensor(ids, torch::kInt64).unsqueeze(0), &cache_);
-    return torch::log_softmax(logits.select(1, 0).to(torch::kFloat32), -1);  // [K, n, V]
+    // float64: float32's log-sum-exp rounds away a tail mass under ~6e-8, and with it the EU
+    // of a nearly certain position (off by up to 4x).
+    return torch::log_softmax(logits.select(1, 0).to(torch::kFloat64), -1);  // [K, n, V]
   }
 
  private:
