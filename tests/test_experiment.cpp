@@ -90,6 +90,10 @@ TEST(ExperimentConfig, ErrorsNameTheField) {
               experiment_config_from_json({{"proxy", {{"k", {3, 1e300}}}}}, "tiny", "f");
             }).find("'proxy.k.1' must be an integer"),
             std::string::npos);
+  EXPECT_NE(test::error_of([] {
+              experiment_config_from_json({{"proxy", {{"truth", "posterior"}}}}, "tiny", "f");
+            }).find("'proxy.truth'"),
+            std::string::npos);
   EXPECT_NE(
       test::error_of([] { experiment_config_from_json({}, "huge", "f"); }).find("unknown preset"),
       std::string::npos);
@@ -301,6 +305,10 @@ void expect_wiring(const json& r, const fs::path& out) {
   EXPECT_EQ(osd_key["osd"]["family_members"], r["config"]["family"]["members"]);
   EXPECT_EQ(osd_key["osd"]["n_teachers"], 2);
   expect_tokur_scores_its_own_family(r, out);
+  // The proxy table's truth is the ground-truth family (§4.1) whose mean p_mix learnt.
+  EXPECT_EQ(r["config"]["proxy"]["truth"], "family");
+  EXPECT_EQ(r["proxy_truth"]["kind"], "family");
+  EXPECT_EQ(r["proxy_truth"]["members"], r["config"]["family"]["members"]);
   // TokUR at K = 3 and K = 10 are two families; p_mix is not the target.
   EXPECT_NE(r["proxy"]["pmix"]["k3"]["runs"], r["proxy"]["orig"]["k3"]["runs"]);
 }

@@ -244,6 +244,7 @@ const config::Fields<ExperimentConfig>& experiment_config_fields() {
                    if (k < 2) return std::string("must list Ks of at least 2");
                  return std::string();
                })
+        .field("proxy.truth", &E::proxy_truth, config::one_of({"family", "fresh"}))
         .field("proxy.truth_members", &E::proxy_truth_members, pos)
         .field("proxy.runs", &E::proxy_runs, pos)
         .field("proxy.questions", &E::proxy_questions, pos)

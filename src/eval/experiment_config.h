@@ -94,6 +94,9 @@ struct ExperimentConfig {
 
   // Proxy robustness.
   std::vector<int64_t> proxy_k{3, 10};
+  // The table's true EU: "family", the ground-truth family (§4.1: M members, the one p_mix's
+  // teachers come from, B.1); "fresh", `proxy_truth_members` members of another seed.
+  std::string proxy_truth = "family";
   int64_t proxy_truth_members = 20, proxy_runs = 5, proxy_questions = 4;
 
   // Hallucination detection.

@@ -13,8 +13,11 @@ using json = nlohmann::json;
 void run_proxy(const ExperimentConfig& c, MethodModels& models, const std::filesystem::path& dir) {
   const auto answers = models.sample_answers(c.proxy_questions, c.seed * 100 + 1);
   ScoringModels tm;
-  // The ground truth's members are drawn apart from the K perturbations (another seed).
-  tm.target_family = models.target_family(c.proxy_truth_members, c.seed + 7777);
+  // The truth: by default the ground-truth family, whose mean p_mix learnt; "fresh" draws other
+  // members. The K perturbations below are drawn apart from either (seeds seed + 1000 + run).
+  tm.target_family = c.proxy_truth == "fresh"
+                         ? models.target_family(c.proxy_truth_members, c.seed + 7777)
+                         : models.target_family(c.members, c.seed);
   TokenScorer truth_scorer(tm);
   std::vector<double> truth;
   for (const auto& a : answers) {

@@ -352,7 +352,12 @@ std::vector<Table> tables(const json& r) {
       "fidelity"));
   if (r.contains("eu_fidelity_k6"))
     t.push_back(fidelity_table("EU fidelity at K = 6, Table 11", r["eu_fidelity_k6"], "k6"));
-  Table px{"Proxy robustness, Table 4 (reference: unperturbed target vs p_mix)",
+  std::string truth;
+  if (r.contains("proxy_truth"))
+    truth = std::string("; true EU: ") +
+            (r["proxy_truth"]["kind"] == "fresh" ? "a fresh family of " : "the target family's ") +
+            num(r["proxy_truth"]["members"]) + " members";
+  Table px{"Proxy robustness, Table 4 (reference: unperturbed target vs p_mix" + truth + ")",
            {"reference", "K", "RMSE", "paper RMSE (8B)", "paper RMSE (3B)", "Spearman"},
            {}};
   for (const auto& [ref, by_k] : r["proxy"].items())

@@ -103,7 +103,8 @@ void build_story_models(const ExperimentConfig& c, const fs::path& dir, std::ost
   if (o.draft_init == "target_layers") {
     if (o.draft_hidden != tc.hidden_size)
       fail("experiment: field 'stories.draft_hidden' must equal the target's hidden size (",
-           tc.hidden_size, "; got ", o.draft_hidden, ") when 'stories.draft_init' is target_layers");
+           tc.hidden_size, "; got ", o.draft_hidden,
+           ") when 'stories.draft_init' is target_layers");
     dc = tc;  // the target's width and heads, fewer layers
     dc.num_hidden_layers = o.draft_layers;
   }
