@@ -263,6 +263,18 @@ void expect_wiring(const json& r, const fs::path& out) {
             << d << " saw prompt " << p << " outside partition " << s;
     }
   EXPECT_EQ(drafts, 9);
+  // Table 8's one epoch each: IDD drafts (the whole set) and FDD drafts (one of 2 splits) make
+  // as many passes over their own samples as a DDD draft over its partition (1 of 3); equal
+  // steps would give IDD a third of DDD's passes.
+  auto passes = [&](const std::string& family) {
+    const json m = json::parse(
+        read_text_file(fs::path(step_of(r, "drafts-" + family)["dir"].get<std::string>()) /
+                       "draft-s0-m0" / "manifest.json"));
+    return m["final"]["steps"].get<double>() * m["train"]["batch_size"].get<double>() /
+           m["samples"].get<double>();
+  };
+  for (const char* family : {"idd", "fdd"})
+    EXPECT_NEAR(passes(family) / passes("ddd"), 1.0, 0.25) << family;
   // p_mix's data came from the three members, in equal parts.
   const auto proxy_samples = distill::read_samples(
       fs::path(step_of(r, "data-proxy")["dir"].get<std::string>()) / "data.jsonl");

@@ -231,6 +231,7 @@ const config::Fields<ExperimentConfig>& experiment_config_fields() {
         .field("train.baseline_steps", &E::baseline_steps, pos)
         .field("train.batch_size", &E::batch_size, pos)
         .field("train.proxy_lr", &E::proxy_lr, in_range(0.0, 1.0))
+        .field("train.draft_budget", &E::draft_budget, config::one_of({"epochs", "steps"}))
         .field("train.draft_lr", &E::draft_lr, in_range(0.0, 1.0))
         .field("train.lora_rank", &E::lora_rank, pos)
         .field("fidelity.questions", &E::eval_questions, pos)

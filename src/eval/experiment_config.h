@@ -82,6 +82,9 @@ struct ExperimentConfig {
   int64_t pool_splits = 3;              // S of the DDD pool (B.6: 3 partitions x M members)
   double init_sigma = 0.5;              // IDD/FDD initial noise (B.2)
   double proxy_lr = 3e-3;
+  // "epochs": draft_steps is a DDD draft's budget and IDD/FDD drafts make as many passes over
+  // their (larger) data, as Table 8's one epoch each; "steps": every draft takes draft_steps.
+  std::string draft_budget = "epochs";
   double draft_lr = 3e-4;  // a fine-tune of a base this close; 3e-3 pulls DDD drafts away
   int64_t lora_rank = 16;
 

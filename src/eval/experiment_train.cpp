@@ -265,15 +265,26 @@ void train_draft_families(const TrainInputs& in, TrainedModels& t) {
   // Draft families, every job of a family in one step directory. DDD is one pool of S×M drafts
   // (B.6): 1×3, 2×3 and 3×3 are its first 1, 2 and 3 partitions, and "K only" takes draft (0, 0).
   // IDD and FDD train 2×M drafts each (K = 6; their first M for K = 3).
-  const auto draft_tc =
-      budget(distill::DraftFamilyConfig::default_train(), c, c.draft_steps, c.draft_lr, c.seed + 1);
-  t.draft_train = budget_record(distill::DraftFamilyConfig::default_train(), draft_tc);
   const std::vector<FamilySpec> specs{
       {"ddd", distill::DraftStrategy::DDD, c.pool_splits, c.members},
       {"idd", distill::DraftStrategy::IDD, 2, c.members},
       {"fdd", distill::DraftStrategy::FDD, 2, c.members},
   };
+  // Table 8 trains every draft one epoch over its own data: a DDD draft sees one of pool_splits
+  // partitions, an FDD draft one of its splits, an IDD draft the whole set. With
+  // train.draft_budget "epochs" train.draft_steps is a DDD draft's budget and the others make
+  // as many passes over their data; with "steps" every draft takes train.draft_steps.
+  auto steps_of = [&](const FamilySpec& s) {
+    if (c.draft_budget == "steps" || s.strategy == distill::DraftStrategy::DDD)
+      return c.draft_steps;
+    const int64_t parts = s.strategy == distill::DraftStrategy::IDD ? 1 : s.splits;
+    return (c.draft_steps * c.pool_splits + parts / 2) / parts;
+  };
+  t.draft_train = json::object();
   for (const auto& s : specs) {
+    const auto draft_tc =
+        budget(distill::DraftFamilyConfig::default_train(), c, steps_of(s), c.draft_lr, c.seed + 1);
+    t.draft_train[s.name] = budget_record(distill::DraftFamilyConfig::default_train(), draft_tc);
     distill::DraftFamilyConfig fam;
     fam.strategy = s.strategy;
     fam.splits = s.splits;
