@@ -90,9 +90,7 @@ json run_experiment(const ExperimentConfig& c, const fs::path& out, const fs::pa
                         {"drafts", trained.draft_train},
                         {"baselines", trained.baseline_train}};
   results["proxy"] = proxy;
-  results["proxy_truth"] = {
-      {"kind", c.proxy_truth},
-      {"members", c.proxy_truth == "fresh" ? c.proxy_truth_members : c.members}};
+  results["proxy_truth"] = {{"kind", c.proxy_truth}, {"members", proxy_truth(c).members}};
   results["detection"] = detection;
   results["cost"] = cost;
   results["steps"] = cache.steps_json();

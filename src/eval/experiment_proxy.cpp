@@ -10,14 +10,16 @@ using namespace stats;  // metrics and the logistic map (src/stats)
 
 using json = nlohmann::json;
 
+ProxyTruth proxy_truth(const ExperimentConfig& c) {
+  if (c.proxy_truth == "fresh") return {c.proxy_truth_members, c.seed + 7777};
+  return {c.members, c.seed};
+}
+
 void run_proxy(const ExperimentConfig& c, MethodModels& models, const std::filesystem::path& dir) {
   const auto answers = models.sample_answers(c.proxy_questions, c.seed * 100 + 1);
   ScoringModels tm;
-  // The truth: by default the ground-truth family, whose mean p_mix learnt; "fresh" draws other
-  // members. The K perturbations below are drawn apart from either (seeds seed + 1000 + run).
-  tm.target_family = c.proxy_truth == "fresh"
-                         ? models.target_family(c.proxy_truth_members, c.seed + 7777)
-                         : models.target_family(c.members, c.seed);
+  const auto truth_family = proxy_truth(c);
+  tm.target_family = models.target_family(truth_family.members, truth_family.seed);
   TokenScorer truth_scorer(tm);
   std::vector<double> truth;
   for (const auto& a : answers) {

@@ -201,7 +201,7 @@ void init_from_pruned_target(LlamaForCausalLMImpl& draft, const LlamaForCausalLM
   if (d.hidden_size != t.hidden_size || d.intermediate_size != t.intermediate_size ||
       d.num_attention_heads != t.num_attention_heads ||
       d.num_key_value_heads != t.num_key_value_heads)
-    fail(name, " starts from the pruned target, so it needs the target's ", "width (hidden ",
+    fail(name, " starts from the pruned target, so it needs the target's width (hidden ",
          t.hidden_size, ", intermediate ", t.intermediate_size, "); it has hidden ", d.hidden_size,
          ", intermediate ", d.intermediate_size);
   if (d.num_hidden_layers > t.num_hidden_layers)
