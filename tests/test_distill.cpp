@@ -1120,6 +1120,88 @@ TEST(Drafts, IddAndFddStartFromTheirOwnNoiseAndKOnlyFamily) {
   EXPECT_LT((k_only.forward(ids)[2] - want).abs().max().item<double>(), 1e-4);
 }
 
+TEST(Drafts, InitNoiseInTheAdapterStartsAsTheNoiseAndIsCountedOnce) {
+  auto data = synthetic_samples(6, 2, 33);
+  DraftFamilyConfig fam;
+  fam.strategy = DraftStrategy::IDD;
+  fam.splits = 1, fam.per_split = 2;
+  fam.init_noise.relative = true;
+  fam.init_noise.sigma = 0.3;
+  fam.init_noise.target_modules = {"q_proj", "v_proj", "down_proj"};
+  fam.lora.target_modules = {"q_proj", "v_proj"};  // down_proj's noise stays a fixed delta
+  fam.lora.dropout = 0.0;
+  fam.init_noise_at = "frozen";  // for `want` below
+  TrainConfig tc;
+  tc.batch_size = 4, tc.max_steps = 1, tc.lr = 1e-12, tc.progress = false;
+  auto ids = torch::tensor({1, 5, 9, 13, 2}, torch::kInt64).unsqueeze(0);
+  torch::Tensor want;  // draft-s0-m1 = its base + its initial noise, by hand
+  {
+    auto base = tiny_model(2);
+    auto noise = draft_init_deltas(*base, fam, plan_draft_family(fam)[1]);
+    ASSERT_EQ(noise.size(), 3u * static_cast<size_t>(base->config().num_hidden_layers));
+    torch::NoGradGuard no_grad;
+    auto attached = attach_member(*base, noise);
+    want = base->forward(ids);
+    // Far from the base: the check below could not pass with the noise dropped.
+    ASSERT_GT((want - tiny_model(2)->forward(ids)).abs().max().item<double>(), 1e-2);
+  }
+  torch::Tensor plain;  // the base alone
+  {
+    torch::NoGradGuard no_grad;
+    plain = tiny_model(2)->forward(ids);
+  }
+  for (const std::string at : {"frozen", "adapter", "lora_a"}) {
+    fam.init_noise_at = at;
+    auto dir = test::scratch_dir("distill_init_" + at);
+    auto target = tiny_model(1);
+    for (const auto& job : plan_draft_family(fam))
+      train_draft_job(tiny_model(2), target, data, fam, job, tc, dir);
+    EXPECT_EQ(read_json_file(dir / "draft-s0-m1/draft.json").value("init_noise_at", "frozen"), at);
+    auto family = load_draft_family(dir, tiny_model(2));
+    torch::NoGradGuard no_grad;
+    // "lora_a" starts lora_B at 0: the (untrained) draft is its base.
+    EXPECT_LT((family.forward(ids)[1] - (at == "lora_a" ? plain : want)).abs().max().item<double>(),
+              1e-4)
+        << at;
+    if (at == "lora_a") {
+      auto lora = load_peft_adapter(dir / "draft-s0-m1/adapter", *tiny_model(2));
+      for (const auto& [name, layer] : lora->layers()) {
+        // lora_A ~ N(0, 0.3²) entry by entry (kaiming would give ~1/sqrt(in) = 0.125 here).
+        const double sd = layer->lora_A.std().item<double>();
+        EXPECT_GT(sd, 0.25) << name;
+        EXPECT_LT(sd, 0.35) << name;
+        EXPECT_LT(layer->lora_B.abs().max().item<double>(), 1e-6) << name;
+      }
+      continue;
+    }
+    if (at != "adapter") continue;
+    // The saved adapter carries the noise: on its own it moves q/v as the noise does.
+    auto draft = tiny_model(2);
+    auto lora = load_peft_adapter(dir / "draft-s0-m1/adapter", *draft);
+    auto noise = draft_init_deltas(*draft, fam, plan_draft_family(fam)[1]);
+    for (const auto& [name, layer] : lora->layers()) {
+      const auto d = layer->delta_weight(), n = noise.at(name).delta_weight();
+      EXPECT_LT((d - n).abs().max().item<double>(), 1e-5 + 1e-4 * n.abs().max().item<double>())
+          << name;
+    }
+  }
+  // Noise of a higher rank than the LoRA cannot start it.
+  fam.init_noise_at = "adapter";
+  fam.lora.r = 2;
+  auto base = tiny_model(2);
+  auto job = plan_draft_family(fam)[0];
+  try {
+    DraftObjective o(base, Teacher{tiny_model(1), {}}, fam.lora, draft_init_deltas(*base, fam, job),
+                     1, "d", "adapter");
+    FAIL() << "rank 8 noise fit a rank 2 LoRA";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("does not fit the LoRA's rank 2"), std::string::npos)
+        << e.what();
+  }
+  fam.init_noise_at = "sideways";
+  EXPECT_THROW(plan_draft_family(fam), Error);
+}
+
 // ---------------------------------------------------------------- baselines (smoke)
 
 TEST(Baselines, GkdAndMiniLLMTrainAndAreOnPolicyAsConfigured) {

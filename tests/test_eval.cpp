@@ -3,6 +3,7 @@
 // values and a textbook PyTorch reference in Debian's python3, the BPE tokenizer, pretraining.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <random>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -166,6 +168,58 @@ TEST(TestbedTask, DifficultyGrowsTheNumbers) {
   TaskOptions two;
   two.max_steps = 2;
   for (const auto& p : generate_task(two, 200, 10).train) EXPECT_EQ(p.steps.size(), 2u);
+}
+
+TEST(TestbedTask, VariedPhrasingOnlyOpensLinesWithConnectives) {
+  TaskOptions fixed_o, varied_o;
+  varied_o.varied_phrasing = true;
+  const auto fixed = generate_task(fixed_o, 600, 50), varied = generate_task(varied_o, 600, 50);
+  ASSERT_EQ(fixed.train.size(), varied.train.size());
+  const std::vector<std::string> connectives = {"So ", "Next, ", "This means "};
+  std::map<std::string, int> opened;  // "" = the line as it was
+  auto split_lines = [](const std::string& s) {
+    std::vector<std::string> out;
+    std::istringstream in(s);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  };
+  for (size_t i = 0; i < fixed.train.size(); ++i) {
+    const Problem &f = fixed.train[i], &v = varied.train[i];
+    // The same problem, numbers and notes: only the wording of the solution moves.
+    ASSERT_EQ(f.question, v.question);
+    ASSERT_EQ(f.answer, v.answer);
+    ASSERT_EQ(f.steps.size(), v.steps.size());
+    const auto fl = split_lines(f.solution), vl = split_lines(v.solution);
+    ASSERT_EQ(fl.size(), vl.size()) << v.solution;
+    EXPECT_EQ(vl.back(), fl.back());  // the \boxed line
+    for (size_t k = 0; k + 1 < fl.size(); ++k) {
+      if (vl[k] == fl[k]) {
+        ++opened[""];
+        continue;
+      }
+      bool matched = false;
+      for (const auto& c : connectives) {
+        if (vl[k].rfind(c, 0) != 0) continue;
+        std::string rest = vl[k].substr(c.size()), want = fl[k];
+        // Lowercased after the connective, except a name ("So Mia is ...").
+        if (rest != want) want[0] = static_cast<char>(std::tolower(want[0]));
+        EXPECT_EQ(rest, want) << vl[k];
+        ++opened[c];
+        matched = true;
+      }
+      EXPECT_TRUE(matched) << vl[k];
+    }
+    EXPECT_TRUE(is_correct(v.solution, static_cast<double>(v.answer))) << v.solution;
+    EXPECT_EQ(*reference_answer(v.gsm8k_answer()), static_cast<double>(v.answer));
+  }
+  // Four openings, drawn evenly: each takes 25 % of ~1300 lines, give or take 5 points.
+  int lines = 0;
+  for (const auto& [c, n] : opened) lines += n;
+  ASSERT_GT(lines, 1000);
+  for (const std::string c : {"", "So ", "Next, ", "This means "}) {
+    EXPECT_GT(opened[c], lines / 5) << "'" << c << "'";
+    EXPECT_LT(opened[c], lines * 3 / 10) << "'" << c << "'";
+  }
 }
 
 TEST(TestbedTask, JsonlRoundTripsInGsm8kForm) {

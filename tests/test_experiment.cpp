@@ -275,6 +275,20 @@ void expect_wiring(const json& r, const fs::path& out) {
   };
   for (const char* family : {"idd", "fdd"})
     EXPECT_NEAR(passes(family) / passes("ddd"), 1.0, 0.25) << family;
+  // IDD/FDD drafts start from their own noise (B.2's N(0, 0.5)), placed as configured; DDD's
+  // from none.
+  for (const char* family : {"idd", "fdd", "ddd"}) {
+    const json desc = json::parse(read_text_file(
+        fs::path(step_of(r, std::string("drafts-") + family)["dir"].get<std::string>()) /
+        "draft-s0-m1" / "draft.json"));
+    const bool noisy = std::string(family) != "ddd";
+    EXPECT_EQ(desc["init_noise"].get<bool>(), noisy) << family;
+    if (!noisy) continue;
+    EXPECT_EQ(desc.value("init_noise_at", "frozen"), r["config"]["train"]["init_noise_at"])
+        << family;
+    EXPECT_EQ(desc["init_noise_config"]["sigma"], r["config"]["train"]["init_sigma"]) << family;
+    EXPECT_NE(desc["init_noise_config"]["seed"], desc["teacher_noise"]["seed"]) << family;
+  }
   // p_mix's data came from the three members, in equal parts.
   const auto proxy_samples = distill::read_samples(
       fs::path(step_of(r, "data-proxy")["dir"].get<std::string>()) / "data.jsonl");

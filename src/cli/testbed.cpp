@@ -22,6 +22,8 @@ void add_testbed_command(CLI::App& app, GlobalOptions&) {
       ->check(CLI::Range(2, 4));
   cmd->add_option("--max-steps", o->task.max_steps, "most calculator steps per problem")
       ->check(CLI::Range(2, 4));
+  cmd->add_flag("--varied-phrasing", o->task.varied_phrasing,
+                "open each solution line with one of several equivalent connectives");
   cmd->add_option("--train", o->n_train, "training problems");
   cmd->add_option("--test", o->n_test, "test problems");
   cmd->add_option("--target-steps", o->target_train.steps, "target pretraining steps");

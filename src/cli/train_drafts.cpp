@@ -26,9 +26,10 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions&) {
   cmd->callback([=] {
     json c = resolve_config(*f);
     const std::string src = f->config.empty() ? "train-drafts" : f->config;
-    check_fields(c, src,
-                 {"target", "draft", "data", "train", "lora", "teacher_noise", "init_noise",
-                  "strategy", "splits", "per_split", "partition_seed", "teacher", "seed"});
+    check_fields(
+        c, src,
+        {"target", "draft", "data", "train", "lora", "teacher_noise", "init_noise", "init_noise_at",
+         "strategy", "splits", "per_split", "partition_seed", "teacher", "seed"});
     if (!strategy->empty()) c["strategy"] = *strategy;
     if (*splits > 0) c["splits"] = *splits;
     if (*per_split > 0) c["per_split"] = *per_split;
@@ -44,6 +45,7 @@ void add_train_drafts_command(CLI::App& app, GlobalOptions&) {
     read_key(c, "per_split", fam.per_split, src);
     read_key(c, "partition_seed", fam.partition_seed, src);
     read_key(c, "teacher", fam.teacher, src);
+    read_key(c, "init_noise_at", fam.init_noise_at, src);
     if (c.contains("lora"))
       fam.lora = distill::lora_config_from_json(c["lora"], {src, "lora"}, fam.lora);
     if (c.contains("teacher_noise"))

@@ -53,6 +53,8 @@ void DraftFamilyConfig::validate(const std::string& source) const {
   if (per_split < 1) fail(source, ": field 'per_split' must be >= 1, got ", per_split);
   if (teacher != "member" && teacher != "target")
     fail(source, ": teacher '", teacher, "' is not one of member, target");
+  if (init_noise_at != "frozen" && init_noise_at != "adapter" && init_noise_at != "lora_a")
+    fail(source, ": init_noise_at '", init_noise_at, "' is not one of frozen, adapter, lora_a");
   lora.validate(source + " lora");
   teacher_noise.validate();
   init_noise.validate();
@@ -87,7 +89,12 @@ DraftJob find_draft_job(const std::vector<DraftJob>& jobs, int64_t split, int64_
 MemberDeltas draft_init_deltas(LlamaForCausalLMImpl& base, const DraftFamilyConfig& c,
                                const DraftJob& job) {
   if (!job.init_noise) return {};
-  return NoiseSampler(base, c.init_noise).member(job.index);
+  if (c.init_noise_at != "lora_a") return NoiseSampler(base, c.init_noise).member(job.index);
+  NoiseConfig a_start = c.init_noise;
+  a_start.rank = c.lora.r;
+  a_start.relative = false;  // lora_A's entries ~ N(0, sigma²), as B.2 writes
+  a_start.target_modules = lora_target_modules(base, c.lora);
+  return NoiseSampler(base, a_start).member(job.index);
 }
 
 std::vector<Sample> draft_job_data(const std::vector<Sample>& all, const DraftFamilyConfig& c,
@@ -97,7 +104,8 @@ std::vector<Sample> draft_job_data(const std::vector<Sample>& all, const DraftFa
 }
 
 DraftObjective::DraftObjective(LlamaForCausalLM draft_base, Teacher teacher, LoraConfig lora,
-                               MemberDeltas init_deltas, uint64_t init_seed, std::string name)
+                               MemberDeltas init_deltas, uint64_t init_seed, std::string name,
+                               const std::string& init_at)
     : base_(std::move(draft_base)),
       teacher_(std::move(teacher)),
       init_(std::move(init_deltas)),
@@ -110,6 +118,43 @@ DraftObjective::DraftObjective(LlamaForCausalLM draft_base, Teacher teacher, Lor
   for (auto& p : teacher_.model->parameters()) p.set_requires_grad(false);
   torch::manual_seed(mix_seed({init_seed, 0x10b}));
   lora_ = LoraAdapter(*base_, std::move(lora));
+  if (init_at == "adapter" || init_at == "lora_a") {
+    place_init_in_adapter(init_at == "lora_a");
+  } else if (init_at != "frozen") {
+    fail("draft ", name_, ": init noise placement '", init_at, "' is not frozen, adapter, lora_a");
+  }
+}
+
+void DraftObjective::place_init_in_adapter(bool a_only) {
+  torch::NoGradGuard no_grad;
+  if (a_only) {  // lora_A's start only; lora_B stays 0, so nothing is left to attach
+    for (const auto& [module, layer] : lora_->layers()) {
+      const auto it = init_.find(module);
+      if (it == init_.end()) continue;
+      if (it->second.a.sizes() != layer->lora_A.sizes())
+        fail("draft ", name_, ": lora_A start of shape ", it->second.a.sizes(), " for ", module,
+             ", whose lora_A is ", layer->lora_A.sizes());
+      layer->lora_A.copy_(it->second.a.to(layer->lora_A.options()));
+    }
+    init_.clear();
+    return;
+  }
+  for (const auto& [module, layer] : lora_->layers()) {
+    const auto it = init_.find(module);
+    if (it == init_.end()) continue;
+    const LowRankTerm& t = it->second;
+    if (t.per_token()) fail("draft ", name_, ": per-token noise cannot start a LoRA adapter");
+    const int64_t r = t.rank();
+    if (r > layer->lora_A.size(0))
+      fail("draft ", name_, ": init noise of rank ", r, " does not fit the LoRA's rank ",
+           layer->lora_A.size(0), " (", module, ")");
+    // scaling·(c·B)(c·A) = t.scale·B·A with c² = t.scale / scaling; the LoRA's other ranks keep
+    // PEFT's start (B = 0), so the adapter's delta starts equal to the noise.
+    const double c = std::sqrt(t.scale / layer->scaling);
+    layer->lora_A.narrow(0, 0, r).copy_(t.a.to(layer->lora_A.options()) * c);
+    layer->lora_B.narrow(1, 0, r).copy_(t.b.to(layer->lora_B.options()) * c);
+    init_.erase(it);
+  }
 }
 
 MicroLoss DraftObjective::loss(const Batch& batch, const StepContext&) {
@@ -157,10 +202,12 @@ TrainResult train_draft_job(LlamaForCausalLM draft_base, LlamaForCausalLM target
                {"teacher", c.teacher},
                {"teacher_noise", to_json(c.teacher_noise)},
                {"init_noise_config", to_json(c.init_noise)}};
+  const std::string init_at = job.init_noise ? c.init_noise_at : "frozen";
+  if (init_at != "frozen") desc["init_noise_at"] = init_at;  // absent = frozen (older drafts)
   fs::create_directories(dir);
   write_file_atomic(dir / "draft.json", desc.dump(2) + "\n");
   DraftObjective objective(draft_base, teacher, c.lora, draft_init_deltas(*draft_base, c, job),
-                           tc.seed, job.name());
+                           tc.seed, job.name(), init_at);
   run_info["draft"] = desc;
   return train(objective, data, tc, dir, run_info);
 }

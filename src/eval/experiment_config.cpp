@@ -109,6 +109,7 @@ TestbedOptions TestbedSection::options() const {
   tb.task.difficulty = difficulty;
   tb.task.min_steps = static_cast<int>(min_steps);
   tb.task.max_steps = static_cast<int>(max_steps);
+  tb.task.varied_phrasing = phrasing == "varied";
   tb.bpe.vocab_size = static_cast<int>(vocab);
   // SwiGLU's ~8/3 ratio rounded to 16, as `drafteu testbed` does.
   auto ffn = [](int64_t hidden) { return std::max<int64_t>(16, hidden * 8 / 3 / 16 * 16); };
@@ -138,6 +139,7 @@ config::Fields<TestbedSection> testbed_section_fields() {
       .field("difficulty", &T::difficulty, config::in_range(0.0, 1.0))
       .field("min_steps", &T::min_steps, config::in_range<int64_t>(2, 4))
       .field("max_steps", &T::max_steps, config::in_range<int64_t>(2, 4))
+      .field("phrasing", &T::phrasing, config::one_of({"fixed", "varied"}))
       .field("vocab", &T::vocab, size_check())
       .field("target_hidden", &T::target_hidden, size_check())
       .field("target_layers", &T::target_layers, size_check())
@@ -228,6 +230,8 @@ const config::Fields<ExperimentConfig>& experiment_config_fields() {
         // The 3x3 configuration needs three partitions.
         .field("train.pool_splits", &E::pool_splits, config::at_least<int64_t>(3))
         .field("train.init_sigma", &E::init_sigma, in_range(0.0, 10.0))
+        .field("train.init_noise_at", &E::init_noise_at,
+               config::one_of({"frozen", "adapter", "lora_a"}))
         .field("train.baseline_steps", &E::baseline_steps, pos)
         .field("train.batch_size", &E::batch_size, pos)
         .field("train.proxy_lr", &E::proxy_lr, in_range(0.0, 1.0))

@@ -22,6 +22,9 @@ struct TestbedSection {
   int64_t n_train = 3000, n_test = 200;
   double difficulty = 0.0;
   int64_t min_steps = 2, max_steps = 2;
+  // "fixed": one wording per solution line; "varied": each line opens with one of several
+  // equivalent connectives (eval/testbed_task.h), so some positions are a matter of style.
+  std::string phrasing = "fixed";
   int64_t vocab = 768;
   int64_t target_hidden = 96, target_layers = 3, target_steps = 1200;
   int64_t draft_hidden = 96, draft_layers = 2;
@@ -78,9 +81,10 @@ struct ExperimentConfig {
   int64_t proxy_answers = 5;  // B.1: answers per question from each member, for p_mix
   int64_t draft_answers = 4;  // B.2: answers per question from the target, for the drafts
   int64_t proxy_steps = 80, draft_steps = 24, baseline_steps = 12, batch_size = 4;
-  std::string osd_teachers = "family";  // distill::OsdConfig::teachers
-  int64_t pool_splits = 3;              // S of the DDD pool (B.6: 3 partitions x M members)
-  double init_sigma = 0.5;              // IDD/FDD initial noise (B.2)
+  std::string osd_teachers = "family";   // distill::OsdConfig::teachers
+  int64_t pool_splits = 3;               // S of the DDD pool (B.6: 3 partitions x M members)
+  double init_sigma = 0.5;               // IDD/FDD initial noise (B.2)
+  std::string init_noise_at = "lora_a";  // distill::DraftFamilyConfig::init_noise_at
   double proxy_lr = 3e-3;
   // "epochs": draft_steps is a DDD draft's budget and IDD/FDD drafts make as many passes over
   // their (larger) data, as Table 8's one epoch each; "steps": every draft takes draft_steps.

@@ -296,15 +296,19 @@ void train_draft_families(const TrainInputs& in, TrainedModels& t) {
     fam.init_noise.sigma = c.init_sigma;
     fam.init_noise.relative = c.relative_noise;
     fam.init_noise.target_modules = c.noise_modules;
+    fam.init_noise_at = c.init_noise_at;
     fam.lora = draft_lora(c);
-    const json key = {{"in", trained_on},
-                      {"strategy", distill::draft_strategy_name(s.strategy)},
-                      {"splits", s.splits},
-                      {"per_split", s.per_split},
-                      {"teacher", s.teacher},
-                      {"init_noise", to_json(fam.init_noise)},
-                      {"lora", distill::to_json(fam.lora)},
-                      {"train", distill::to_json(draft_tc)}};
+    json key = {{"in", trained_on},
+                {"strategy", distill::draft_strategy_name(s.strategy)},
+                {"splits", s.splits},
+                {"per_split", s.per_split},
+                {"teacher", s.teacher},
+                {"init_noise", to_json(fam.init_noise)},
+                {"lora", distill::to_json(fam.lora)},
+                {"train", distill::to_json(draft_tc)}};
+    // Only when it matters: the cache keys of families trained before the option stay valid.
+    if (s.strategy != distill::DraftStrategy::DDD && c.init_noise_at != "frozen")
+      key["init_noise_at"] = c.init_noise_at;
     t.families[s.name] =
         cache
             .run("drafts-" + s.name, key,

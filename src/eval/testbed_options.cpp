@@ -63,23 +63,26 @@ nlohmann::json TestbedOptions::to_json() const {
     // Only when set: the cache keys of testbeds built before the option stay valid.
     if (d.init_from_target) dj.back()["init_from_target"] = true;
   }
-  return {{"version", 3},
-          {"task",
-           {{"seed", task.seed},
-            {"difficulty", task.difficulty},
-            {"min_steps", task.min_steps},
-            {"max_steps", task.max_steps},
-            {"test_percent", task.test_percent}}},
-          {"n_train", n_train},
-          {"n_test", n_test},
-          {"bpe",
-           {{"vocab_size", bpe.vocab_size},
-            {"min_frequency", bpe.min_frequency},
-            {"split_digits", bpe.split_digits}}},
-          {"target", {{"shape", shape_json(target_shape)}, {"train", train_json(target_train)}}},
-          {"drafts", dj},
-          {"max_positions", max_positions},
-          {"eval_problems", eval_problems}};
+  nlohmann::json j = {
+      {"version", 3},
+      {"task",
+       {{"seed", task.seed},
+        {"difficulty", task.difficulty},
+        {"min_steps", task.min_steps},
+        {"max_steps", task.max_steps},
+        {"test_percent", task.test_percent}}},
+      {"n_train", n_train},
+      {"n_test", n_test},
+      {"bpe",
+       {{"vocab_size", bpe.vocab_size},
+        {"min_frequency", bpe.min_frequency},
+        {"split_digits", bpe.split_digits}}},
+      {"target", {{"shape", shape_json(target_shape)}, {"train", train_json(target_train)}}},
+      {"drafts", dj},
+      {"max_positions", max_positions},
+      {"eval_problems", eval_problems}};
+  if (task.varied_phrasing) j["task"]["varied_phrasing"] = true;  // only when set, as above
+  return j;
 }
 
 std::string TestbedOptions::key() const {

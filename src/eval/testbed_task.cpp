@@ -420,6 +420,23 @@ std::string join(const std::vector<std::string>& parts, const std::string& sep) 
   return out;
 }
 
+// Opens each solution line with a connective drawn from the problem's own stream; the first
+// letter is lowercased after one unless the line starts with a name.
+std::vector<std::string> vary_phrasing(std::vector<std::string> lines, uint64_t seed) {
+  static const std::vector<std::string> kConnectives = {"", "So ", "Next, ", "This means "};
+  Rng rng(seed);
+  for (auto& line : lines) {
+    const std::string& c = rng.pick(kConnectives);
+    if (c.empty() || line.empty()) continue;
+    const bool name = std::any_of(kPeople.begin(), kPeople.end(), [&](const Person& p) {
+      return line.rfind(p.name + " ", 0) == 0 || line.rfind(p.name + "'", 0) == 0;
+    });
+    if (!name && line[0] >= 'A' && line[0] <= 'Z') line[0] = static_cast<char>(line[0] - 'A' + 'a');
+    line = c + line;
+  }
+  return lines;
+}
+
 }  // namespace
 
 std::vector<std::string> template_names() {
@@ -474,6 +491,8 @@ TaskSplits generate_task(const TaskOptions& o, size_t n_train, size_t n_test) {
     Problem p;
     p.template_name = t.name;
     p.question = join(b.q, " ");
+    if (o.varied_phrasing)
+      b.sol = vary_phrasing(std::move(b.sol), o.seed ^ stable_hash(p.question));
     p.solution = join(b.sol, "\n") + "\n\\boxed{" + std::to_string(answer) + "}";
     p.steps = std::move(b.steps);
     p.answer = answer;

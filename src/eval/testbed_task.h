@@ -15,6 +15,11 @@ struct TaskOptions {
   int min_steps = 2;  // 2..4 calculator steps per problem
   int max_steps = 4;
   int test_percent = 20;  // share of the problem space (by question hash) that is test-only
+  // Each solution line opens with one of several equivalent connectives ("So ", "Next, ", ...),
+  // drawn per line, as GSM8K's free-text solutions vary their wording: positions whose answer
+  // is a matter of style, not arithmetic. The draws come from their own stream, so the problems
+  // and their numbers are the same either way.
+  bool varied_phrasing = false;
 };
 
 // One calculator note: "3*4" = 12 (GSM8K writes it <<3*4=12>>).

@@ -122,7 +122,17 @@ LowRankFamily load_draft_family(const fs::path& family_dir, LlamaForCausalLM dra
     if (f.desc.at("init_noise").get<bool>()) {
       auto noise =
           noise_config_from_json(f.desc.at("init_noise_config"), (f.dir / "draft.json").string());
-      m = combine_deltas(NoiseSampler(*draft_base, noise).member(f.index), m);
+      MemberDeltas start = NoiseSampler(*draft_base, noise).member(f.index);
+      const auto at = f.desc.find("init_noise_at");
+      if (at != f.desc.end() && !(*at == "adapter" || *at == "frozen" || *at == "lora_a"))
+        fail((f.dir / "draft.json").string(),
+             ": 'init_noise_at' must be \"frozen\", \"adapter\" or \"lora_a\"");
+      // Noise that started the adapter lives on in its trained factors; "lora_a" noise was
+      // only lora_A's start.
+      if (at != f.desc.end() && *at == "lora_a") start.clear();
+      if (at != f.desc.end() && *at == "adapter")
+        for (const auto& name : lora->module_names()) start.erase(name);
+      m = combine_deltas(start, m);
     }
     members.push_back(std::move(m));
   }
