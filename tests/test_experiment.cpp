@@ -337,6 +337,17 @@ void expect_wiring(const json& r, const fs::path& out) {
   EXPECT_EQ(r["proxy_truth"]["members"], r["config"]["family"]["members"]);
   // TokUR at K = 3 and K = 10 are two families; p_mix is not the target.
   EXPECT_NE(r["proxy"]["pmix"]["k3"]["runs"], r["proxy"]["orig"]["k3"]["runs"]);
+  // Each centre's offset KL(p̄ ‖ centre) from the truth members' mean: a KL, non-zero for the
+  // unperturbed target (noise of relative sigma moves the mean), another value for p_mix.
+  std::set<std::string> refs;
+  for (const auto& [ref, by_k] : r["proxy"].items()) refs.insert(ref);
+  EXPECT_EQ(refs, (std::set<std::string>{"orig", "pmix"}));
+  const json& offset = r["proxy_centre_offset"];
+  for (const char* ref : {"orig", "pmix", "true_eu"}) {
+    ASSERT_TRUE(offset[ref].is_number()) << ref;
+    EXPECT_GT(offset[ref].get<double>(), 0.0) << ref;
+  }
+  EXPECT_NE(offset["orig"], offset["pmix"]);
 }
 
 // Threads of every tiny run here. A step is byte-identical run to run on one thread count; across
@@ -393,6 +404,7 @@ TEST(Experiment, TinyRunEndToEndThenReusesEveryStep) {
   EXPECT_EQ(csv, (std::set<std::string>{
                      "table_the_paper_s_findings.csv", "table_testbed.csv", "table_regime.csv",
                      "table_eu_fidelity.csv", "table_eu_fidelity_at_k_6.csv",
+                     "table_proxy_centre_offsets_from_the_truth_family_s_mean.csv",
                      "table_proxy_robustness.csv", "table_hallucination_detection.csv",
                      "table_cost_per_generated_token.csv",
                      "table_training_budgets_against_the_paper_s_tables_7_10.csv"}));

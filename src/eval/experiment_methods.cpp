@@ -195,7 +195,7 @@ std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField f
                                  std::vector<double>* jsd) {
   std::vector<double> v;
   for (const auto& t : scorer.score(a.prompt, a.response)) {
-    const auto& x = field == EuField::True ? t.eu_true : t.eu_hat;
+    const auto& x = field == EuField::True ? t.eu_true : field == EuField::Hat ? t.eu_hat : t.bias;
     v.push_back(x.value_or(std::nan("")));
     if (jsd) jsd->push_back(t.jsd.value_or(std::nan("")));
   }

@@ -70,7 +70,7 @@ class MethodModels {
 };
 
 // Per-token values of one ScoredToken field over an answer's response.
-enum class EuField { True, Hat };
+enum class EuField { True, Hat, Bias };  // Bias: KL(q_mix ‖ reference)
 // Per-token `field` of the answer's response; `jsd` (optional) receives the drafts' JSD beside it.
 std::vector<double> score_answer(TokenScorer& scorer, const Answer& a, EuField field,
                                  std::vector<double>* jsd = nullptr);

@@ -1,5 +1,7 @@
 #include "eval/experiment_proxy.h"
 
+#include <cmath>
+
 #include "stats/metrics.h"
 #include "util/file.h"
 #include "util/progress.h"
@@ -9,6 +11,14 @@ namespace drafteu::eval {
 using namespace stats;  // metrics and the logistic map (src/stats)
 
 using json = nlohmann::json;
+
+namespace {
+double mean_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return v.empty() ? std::nan("") : s / static_cast<double>(v.size());
+}
+}  // namespace
 
 ProxyTruth proxy_truth(const ExperimentConfig& c) {
   if (c.proxy_truth == "fresh") return {c.proxy_truth_members, c.seed + 7777};
@@ -27,6 +37,23 @@ void run_proxy(const ExperimentConfig& c, MethodModels& models, const std::files
     truth.insert(truth.end(), v.begin(), v.end());
   }
   json out = json::object();
+  // Why a centre wins: mean_k KL(p_k ‖ c) = the members' EU + KL(p̄ ‖ c) for the truth's own
+  // members, so a centre's offset from their mean p̄ is a floor under its bias. p_mix helps where
+  // its miss KL(p̄ ‖ p_mix) is below the target's KL(p̄ ‖ p_orig) (the family's mean shift).
+  json offset = {{"true_eu", mean_of(truth)}};
+  for (const bool pmix : {false, true}) {
+    ScoringModels om;
+    om.drafts = tm.target_family;
+    om.reference = models.reference(pmix);
+    TokenScorer offset_scorer(om);
+    std::vector<double> kl;
+    for (const auto& a : answers) {
+      const auto v = score_answer(offset_scorer, a, EuField::Bias);
+      kl.insert(kl.end(), v.begin(), v.end());
+    }
+    offset[pmix ? "pmix" : "orig"] = mean_of(kl);
+  }
+  out["centre_offset"] = offset;
   ProgressBar bar("proxy", 2 * c.proxy_runs * static_cast<int64_t>(c.proxy_k.size()), "runs");
   int64_t done = 0;
   for (const bool pmix : {false, true}) {

@@ -365,6 +365,18 @@ std::vector<Table> tables(const json& r) {
       px.rows.push_back({ref, k.substr(1), pm(j, "rmse"), paper("proxy." + ref + "." + k + ".rmse"),
                          paper("proxy." + ref + "." + k + ".rmse@1b"), pm(j, "spearman")});
   t.push_back(px);
+  if (r.contains("proxy_centre_offset")) {
+    // mean_k KL(p_k ‖ c) = EU + KL(p̄ ‖ c) on the truth's own members: a centre's offset from
+    // their mean is a floor under its bias (experiment_proxy.cpp).
+    const json& o = r["proxy_centre_offset"];
+    Table off{
+        "Proxy centre offsets from the truth family's mean (KL(p̄ ‖ reference), nats per token)",
+        {"reference", "KL(p̄ ‖ reference)", "true EU"},
+        {}};
+    for (const char* ref : {"orig", "pmix"})
+      off.rows.push_back({ref, num(o.value(ref, json())), num(o.value("true_eu", json()))});
+    t.push_back(off);
+  }
   Table det{"Hallucination detection, Table 2 (one-feature logistic map; mean ± std over sets)",
             {"method", "AUROC", "paper AUROC", "ECE", "paper ECE", "Brier", "paper Brier", "PRR",
              "AUROC (sum, mean, max)", "scoring seconds", "scoring CPU seconds"},
