@@ -94,6 +94,18 @@ TEST(ExperimentConfig, ErrorsNameTheField) {
               experiment_config_from_json({{"proxy", {{"truth", "posterior"}}}}, "tiny", "f");
             }).find("'proxy.truth'"),
             std::string::npos);
+  for (const json& bad :
+       {json{{"proxy_modules", {"q_proj", "lm_head"}}}, json{{"proxy_modules", json::array()}},
+        json{{"init_noise_at", "sideways"}}}) {
+    const std::string err = test::error_of([&] {
+      experiment_config_from_json({{"train", bad}}, "tiny", "f");
+    });
+    EXPECT_NE(err.find("'train." + bad.begin().key() + "'"), std::string::npos) << err;
+  }
+  EXPECT_NE(test::error_of([] {
+              experiment_config_from_json({{"testbed", {{"phrasing", "poetic"}}}}, "tiny", "f");
+            }).find("'testbed.phrasing'"),
+            std::string::npos);
   EXPECT_NE(
       test::error_of([] { experiment_config_from_json({}, "huge", "f"); }).find("unknown preset"),
       std::string::npos);

@@ -235,6 +235,15 @@ const config::Fields<ExperimentConfig>& experiment_config_fields() {
         .field("train.baseline_steps", &E::baseline_steps, pos)
         .field("train.batch_size", &E::batch_size, pos)
         .field("train.proxy_lr", &E::proxy_lr, in_range(0.0, 1.0))
+        .field(
+            "train.proxy_modules", &E::proxy_modules,
+            [](const std::vector<std::string>& ms) {
+              if (ms.empty()) return std::string("must list at least one module");
+              for (const auto& m : ms)
+                if (std::find(kSevenModules.begin(), kSevenModules.end(), m) == kSevenModules.end())
+                  return "'" + m + "' is not one of the seven linear modules (q_proj .. down_proj)";
+              return std::string();
+            })
         .field("train.draft_budget", &E::draft_budget, config::one_of({"epochs", "steps"}))
         .field("train.draft_lr", &E::draft_lr, in_range(0.0, 1.0))
         .field("train.lora_rank", &E::lora_rank, pos)

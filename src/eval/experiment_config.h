@@ -86,6 +86,7 @@ struct ExperimentConfig {
   double init_sigma = 0.5;               // IDD/FDD initial noise (B.2)
   std::string init_noise_at = "lora_a";  // distill::DraftFamilyConfig::init_noise_at
   double proxy_lr = 3e-3;
+  std::vector<std::string> proxy_modules{"q_proj", "v_proj"};  // p_mix's LoRA (Table 7)
   // "epochs": draft_steps is a DDD draft's budget and IDD/FDD drafts make as many passes over
   // their (larger) data, as Table 8's one epoch each; "steps": every draft takes draft_steps.
   std::string draft_budget = "epochs";

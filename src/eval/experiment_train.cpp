@@ -236,6 +236,7 @@ void train_proxy(const TrainInputs& in, const std::string& data_hash, const fs::
   osd.n_teachers = std::min<int64_t>(osd.n_teachers, c.members);
   osd.lora.r = c.lora_rank;
   osd.lora.alpha = 2.0 * static_cast<double>(c.lora_rank);
+  osd.lora.target_modules = c.proxy_modules;
   const auto proxy_tc =
       budget(distill::OsdConfig::default_train(), c, c.proxy_steps, c.proxy_lr, c.seed);
   t.proxy_train = budget_record(distill::OsdConfig::default_train(), proxy_tc);
